@@ -1,0 +1,169 @@
+"""Configuration: one dataclass per concern, validated on creation.
+
+Every impossible value raises ``ValueError`` naming the option, the value and the allowed range, before any
+training starts. ``to_dict`` / ``from_dict`` round-trip through JSON/YAML for the recipes and the model card.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+KEY_NEGATIVES = ("batch+queue", "queue", "batch")
+DUAL_MODES = ("weighted", "symmetric")
+SELECTIONS = ("none", "top_k", "top_fraction", "min_similarity")
+QUEUE_DTYPES = ("float32", "float16", "bfloat16")
+MOMENTUM_SCHEDULES = ("cosine", "constant")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: {name} must be {allowed}")
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    _check(value in choices, name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+class _Config:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "_Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known options: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass
+class ObjectiveConfig(_Config):
+    """The loss (METHOD.md). All switches off (``dual_weight=0``, ``selection='none'``, no guard) is MoCo.
+
+    temperature: softmax temperature tau (> 0). Text 0.05, images 0.2.
+    dual_weight: lambda in (1-lambda)*L_q2k + lambda*L_k2q, in [0, 1]; 0 = MoCo.
+    dual_mode: 'weighted' (key-anchored term, METHOD.md idea 1) or 'symmetric' (swap views and average, as in
+        symmetric MoCo; costs a second query forward; ``dual_weight`` is ignored).
+    key_negatives: negatives of the key-anchored term: 'batch+queue', 'queue' or 'batch'.
+    selection: hard-negative rule on queue slots: 'none', 'top_k', 'top_fraction' or 'min_similarity'.
+    top_k / top_fraction / min_similarity: the parameter of the chosen rule.
+    n_random: random easy negatives added back per anchor (from the unselected, unguarded slots).
+    id_guard: drop queue slots (and batch negatives) holding the anchor's own sample id.
+    guard_threshold: drop slots with cosine > threshold as probable false negatives (None = off).
+    filter_warmup_steps: keep all negatives (no selection, no threshold guard) for this many optimizer steps;
+        None = until the queue has been full once. The id guard is always on when ``id_guard``.
+    """
+
+    temperature: float = 0.05
+    dual_weight: float = 0.5
+    dual_mode: str = "weighted"
+    key_negatives: str = "batch+queue"
+    selection: str = "top_k"
+    top_k: int = 512
+    top_fraction: float = 0.125
+    min_similarity: float = 0.3
+    n_random: int = 0
+    id_guard: bool = True
+    guard_threshold: Optional[float] = 0.9
+    filter_warmup_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check(self.temperature > 0, "temperature", self.temperature, "> 0")
+        _check(0.0 <= self.dual_weight <= 1.0, "dual_weight", self.dual_weight, "in [0, 1]")
+        _choice("dual_mode", self.dual_mode, DUAL_MODES)
+        _choice("key_negatives", self.key_negatives, KEY_NEGATIVES)
+        _choice("selection", self.selection, SELECTIONS)
+        _check(int(self.top_k) == self.top_k and self.top_k > 0, "top_k", self.top_k, "an integer > 0")
+        _check(0.0 < self.top_fraction <= 1.0, "top_fraction", self.top_fraction, "in (0, 1]")
+        _check(-1.0 <= self.min_similarity <= 1.0, "min_similarity", self.min_similarity, "in [-1, 1]")
+        _check(self.n_random >= 0, "n_random", self.n_random, "an integer >= 0")
+        if self.guard_threshold is not None:
+            _check(-1.0 < self.guard_threshold <= 1.0, "guard_threshold", self.guard_threshold,
+                   "in (-1, 1] or None (off)")
+        if self.filter_warmup_steps is not None:
+            _check(self.filter_warmup_steps >= 0, "filter_warmup_steps", self.filter_warmup_steps,
+                   "an integer >= 0 or None (= until the queue is full once)")
+
+    @classmethod
+    def moco(cls, temperature: float = 0.05) -> "ObjectiveConfig":
+        """Plain MoCo: no dual term, no selection, no guard."""
+        return cls(temperature=temperature, dual_weight=0.0, selection="none", id_guard=False,
+                   guard_threshold=None)
+
+    @property
+    def filters(self) -> bool:
+        return self.selection != "none" or self.guard_threshold is not None or self.n_random > 0
+
+
+@dataclass
+class QueueConfig(_Config):
+    """size: K, number of past keys (any positive integer; no divisibility by the batch needed).
+    dtype: storage dtype of the keys ('float32', 'float16' or 'bfloat16'; half types halve memory)."""
+
+    size: int = 4096
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check(int(self.size) == self.size and self.size > 0, "queue_size", self.size, "an integer > 0")
+        _choice("queue_dtype", self.dtype, QUEUE_DTYPES)
+
+
+@dataclass
+class TrainConfig(_Config):
+    """The optimisation loop. ``max_steps`` counts optimizer steps; when None, ``epochs`` decides.
+    ``save_every``: checkpoint every N optimizer steps (and always at the end). ``stop_after``: end this invocation
+    after optimizer step N with a checkpoint (schedules still follow ``max_steps``); resume later with
+    ``resume_from='latest'`` — for pre-emptible / time-limited jobs."""
+
+    output_dir: str = "outputs/run"
+    batch_size: int = 64
+    max_steps: Optional[int] = None
+    epochs: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_schedule: str = "cosine"
+    momentum: float = 0.995
+    momentum_schedule: str = "cosine"
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: Optional[float] = 1.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    drop_last: bool = True
+    log_every: int = 1
+    save_every: Optional[int] = None
+    stop_after: Optional[int] = None
+    keep_checkpoints: int = 2
+    on_nonfinite: str = "skip"
+    num_workers: int = 0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        if self.max_steps is not None:
+            _check(self.max_steps >= 1, "max_steps", self.max_steps, "an integer >= 1 or None")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.lr > 0, "lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        _choice("lr_schedule", self.lr_schedule, ("cosine", "linear", "constant"))
+        _check(0.0 <= self.momentum <= 1.0, "momentum", self.momentum, "in [0, 1]")
+        _choice("momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)
+        _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
+               self.gradient_accumulation_steps, "an integer >= 1")
+        if self.max_grad_norm is not None:
+            _check(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "> 0 or None (no clipping)")
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
+        if self.save_every is not None:
+            _check(self.save_every >= 1, "save_every", self.save_every, "an integer >= 1 or None (only at the end)")
+        if self.stop_after is not None:
+            _check(self.stop_after >= 1, "stop_after", self.stop_after, "an integer >= 1 or None")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
+        _choice("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
+        _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")

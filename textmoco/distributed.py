@@ -1,0 +1,65 @@
+"""Gather helpers that are no-ops on one process.
+
+``gather_no_grad`` concatenates a tensor from every process (rank order) without gradient, for keys and ids before
+they enter the queue. ``gather_with_grad`` does the same but lets gradient flow back to the process that owns each
+slice: its backward sums the incoming gradients over all processes (all-reduce) and keeps the local slice, so that
+N processes with batch b compute exactly the gradient of one process with batch N*b (DDP then averages).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+@torch.no_grad()
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """(b, ...) on each process -> (world*b, ...) identical on all processes. Equal b on all ranks required."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.batch = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.batch
+        return grad[start:start + ctx.batch]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """(b, D) on each process -> (world*b, D), differentiable with respect to the local slice."""
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is True on every process (used to agree on skipping a non-finite step)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)

@@ -1,0 +1,278 @@
+"""Text encoder adapter: a Hugging Face ``AutoModel`` + tokenizer with masked-mean or CLS pooling.
+
+Views (SimCSE-style): by default ``collate`` tokenizes each sentence once and ``make_views`` returns the same
+tokens twice; the two forward passes differ only by dropout (so the encoder must be in train mode). With
+``token_augment="repeat"`` or ``"delete"``, ``collate`` additionally applies a light word-level augmentation
+*independently to each view* (each word repeated / deleted with probability ``augment_rate``; a sentence never
+loses all its words) and returns two tokenizations, which ``make_views`` passes through. Randomness comes from
+torch's global RNG, which ``torch.manual_seed`` and the DataLoader's per-worker seeding control.
+
+Export: :meth:`TextEncoder.export` writes a sentence-transformers directory (Transformer + Pooling, **no
+Normalize**: cosine similarity does not need it and the raw pooled vector stays available; call
+``model.encode(..., normalize_embeddings=True)`` for unit vectors). ``SentenceTransformer(dir).encode(x)`` equals
+this adapter's eval-mode ``forward`` on the same text.
+
+Shapes: B = batch, T = tokens (padded to the longest in the batch, at most ``max_length``), D = hidden size.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .base import EncoderAdapter
+
+POOLING_MODES = ("mean", "cls")
+TOKEN_AUGMENTS = (None, "repeat", "delete")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def augment_words(sentence: str, mode: str, rate: float) -> str:
+    """Word-level augmentation of one sentence. ``"repeat"``: each word is doubled with probability ``rate``
+    (ESimCSE-like); ``"delete"``: each word is dropped with probability ``rate``, at least one word kept."""
+    words = sentence.split()
+    if not words or rate <= 0:
+        return sentence
+    hit = (torch.rand(len(words)) < rate).tolist()
+    if mode == "repeat":
+        out = [w for w, h in zip(words, hit) for w in ((w, w) if h else (w,))]
+    elif mode == "delete":
+        out = [w for w, h in zip(words, hit) if not h]
+        if not out:
+            out = [words[int(torch.randint(len(words), (1,)))]]
+    else:
+        raise ValueError(f"unknown token_augment {mode!r}; use one of {TOKEN_AUGMENTS}")
+    return " ".join(out)
+
+
+class TextCollator:
+    """The CPU side of :class:`TextEncoder`: list of B sentences -> token tensors (picklable, no model inside, so
+    it is cheap to send to DataLoader workers).
+
+    Returns ``{"input_ids": (B, T), "attention_mask": (B, T)[, "token_type_ids": (B, T)]}`` without
+    augmentation, or a tuple of two such dicts (view a, view b) with augmentation.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, token_augment: Optional[str] = None,
+                 augment_rate: float = 0.1):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.token_augment = token_augment
+        self.augment_rate = augment_rate
+
+    def tokenize(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: enc[k] for k in _MODEL_INPUTS if k in enc}
+
+    def __call__(self, samples: Sequence[str]) -> Any:
+        samples = list(samples)
+        bad = next((s for s in samples if not isinstance(s, str)), None)
+        if bad is not None or not samples:
+            raise TypeError("TextEncoder.collate expects a non-empty list of str, got "
+                            f"{type(bad).__name__ if samples else 'an empty list'}; use SentenceDataset (the core "
+                            "adds the sample ids itself)")
+        if self.token_augment is None:
+            return self.tokenize(samples)
+        views = [[augment_words(s, self.token_augment, self.augment_rate) for s in samples] for _ in range(2)]
+        return self.tokenize(views[0]), self.tokenize(views[1])
+
+
+def _load_error(name: str, err: Exception) -> ValueError:
+    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(name).is_dir():
+        return ValueError(f"directory {name!r} is not a loadable Hugging Face model ({cause}); it must hold "
+                          "config.json, the weights and the tokenizer files (model.save_pretrained + "
+                          "tokenizer.save_pretrained)")
+    return ValueError(f"model {name!r} not found locally and the Hub is unreachable; pass a local directory or "
+                      f"connect (also check the id is spelled right). Cause: {cause}")
+
+
+class TextEncoder(EncoderAdapter):
+    """Sentence encoder for MoCo training: ``forward(view) -> (B, D)`` pooled, un-normalised embeddings.
+
+    Args:
+        model_name_or_path: Hub id or local directory loadable by ``AutoModel``/``AutoTokenizer`` (omit when
+            passing ``model`` and ``tokenizer``).
+        pooling: ``"mean"`` (masked mean of the last hidden states, default) or ``"cls"`` (first token).
+        max_length: truncation length in tokens (default 32, enough for STS-style sentences).
+        token_augment: ``None`` (dropout-only views, default), ``"repeat"`` or ``"delete"``.
+        augment_rate: per-word probability for ``token_augment`` (default 0.1), in [0, 1).
+        trust_remote_code: passed to ``from_pretrained`` only when True (default False).
+        model, tokenizer: an already-built HF model and tokenizer (used by :meth:`from_sentence_transformer`).
+        model_kwargs: extra keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``torch_dtype``).
+    """
+
+    def __init__(self, model_name_or_path: Optional[str | os.PathLike] = None, *, pooling: str = "mean",
+                 max_length: int = 32, token_augment: Optional[str] = None, augment_rate: float = 0.1,
+                 trust_remote_code: bool = False, model: Optional[nn.Module] = None, tokenizer: Any = None,
+                 model_kwargs: Optional[dict[str, Any]] = None):
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={pooling!r} is not supported; use one of {POOLING_MODES}")
+        if token_augment not in TOKEN_AUGMENTS:
+            raise ValueError(f"token_augment={token_augment!r} is not supported; use one of {TOKEN_AUGMENTS}")
+        if not 0.0 <= augment_rate < 1.0:
+            raise ValueError(f"augment_rate={augment_rate} must be in [0, 1)")
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length={max_length!r} must be an int >= 2 (room for the special tokens)")
+        self.trust_remote_code = bool(trust_remote_code)
+        remote = {"trust_remote_code": True} if trust_remote_code else {}
+        if model is None or tokenizer is None:
+            if model_name_or_path is None:
+                raise ValueError("pass model_name_or_path (a Hub id or local directory), or both model= and "
+                                 "tokenizer=")
+            from transformers import AutoModel, AutoTokenizer
+
+            name = str(model_name_or_path)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(name, **remote) if tokenizer is None else tokenizer
+                model = AutoModel.from_pretrained(name, **remote, **(model_kwargs or {})) if model is None else model
+            except (OSError, EnvironmentError) as e:
+                raise _load_error(name, e) from e
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_model = str(model_name_or_path) if model_name_or_path is not None else \
+            getattr(model.config, "_name_or_path", None)
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(max_pos, int) and max_pos > 0 and max_length > max_pos:
+            raise ValueError(f"max_length={max_length} exceeds the model's max_position_embeddings={max_pos}; "
+                             f"pass max_length <= {max_pos}")
+        self.pooling = pooling
+        self.max_length = max_length
+        self.embedding_dim = int(model.config.hidden_size)
+        self.collator = TextCollator(tokenizer, max_length, token_augment, augment_rate)
+        self.train()  # dropout on: the two views of a sentence differ through it
+
+    @property
+    def token_augment(self) -> Optional[str]:
+        return self.collator.token_augment
+
+    @classmethod
+    def from_sentence_transformer(cls, st_model_or_path: Any, *, max_length: Optional[int] = None,
+                                  token_augment: Optional[str] = None, augment_rate: float = 0.1,
+                                  trust_remote_code: bool = False) -> "TextEncoder":
+        """Reuse a SentenceTransformer's (or its directory's) transformer, tokenizer and pooling mode.
+
+        The modules are shared, not copied (training this adapter trains the given ST object). ``max_length=None``
+        keeps the model's ``max_seq_length``. A trailing ``Normalize`` is dropped (the core normalises); other
+        modules (e.g. ``Dense``) are rejected because exporting without them would change the embeddings.
+        """
+        if isinstance(st_model_or_path, (str, os.PathLike)):
+            from sentence_transformers import SentenceTransformer
+
+            name = str(st_model_or_path)
+            try:
+                st_model = SentenceTransformer(name, device="cpu", trust_remote_code=trust_remote_code)
+            except (OSError, EnvironmentError) as e:
+                raise _load_error(name, e) from e
+        else:
+            st_model, name = st_model_or_path, None
+        modules = list(st_model)
+        first = modules[0] if modules else None
+        hf_model = getattr(first, "auto_model", None) or getattr(first, "model", None)
+        tokenizer = getattr(first, "tokenizer", None)
+        if hf_model is None or tokenizer is None:
+            raise ValueError(f"the first module of the SentenceTransformer is {type(first).__name__}, not a "
+                             "Transformer with a tokenizer; TextEncoder needs a transformer-based model")
+        pooling_mode = None
+        for module in modules[1:]:
+            kind = type(module).__name__
+            if kind == "Pooling":
+                mode = getattr(module, "pooling_mode", None)
+                if mode is None and hasattr(module, "get_pooling_mode_str"):  # sentence-transformers < 6
+                    mode = module.get_pooling_mode_str()
+                mode = mode[0] if isinstance(mode, (list, tuple)) and len(mode) == 1 else mode
+                if mode not in POOLING_MODES:
+                    raise ValueError(f"the model's pooling mode {mode!r} is not supported; TextEncoder supports "
+                                     f"{POOLING_MODES}")
+                pooling_mode = mode
+            elif kind != "Normalize":
+                raise ValueError(f"the SentenceTransformer has a {kind} module; TextEncoder supports only "
+                                 "Transformer + Pooling (+ Normalize). Build TextEncoder from the base model instead")
+        if pooling_mode is None:
+            raise ValueError("the SentenceTransformer has no Pooling module; TextEncoder needs mean or cls pooling")
+        if max_length is None:
+            max_length = int(getattr(st_model, "max_seq_length", None) or 512)
+        enc = cls(model=hf_model, tokenizer=tokenizer, pooling=pooling_mode, max_length=max_length,
+                  token_augment=token_augment, augment_rate=augment_rate, trust_remote_code=trust_remote_code)
+        enc.base_model = name or getattr(hf_model.config, "_name_or_path", None)
+        return enc
+
+    # ---- EncoderAdapter contract -------------------------------------------------------------------------------
+    def collate(self, samples: Sequence[str]) -> Any:
+        """list of B str -> token dict (or a pair of them with ``token_augment``); see :class:`TextCollator`."""
+        return self.collator(samples)
+
+    def make_views(self, inputs: Any) -> tuple[Any, Any]:
+        """Two views: the augmented pair from ``collate``, or the same tokens twice (dropout makes the noise)."""
+        if isinstance(inputs, (tuple, list)):
+            if len(inputs) != 2:
+                raise ValueError(f"expected one token dict or a pair of them, got a sequence of {len(inputs)}")
+            return inputs[0], inputs[1]
+        return inputs, inputs
+
+    def forward(self, view: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token dict (B, T) -> pooled embedding (B, D), un-normalised."""
+        inputs = {k: view[k] for k in _MODEL_INPUTS if k in view}
+        out = self.model(**inputs)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (B, T, D)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    @torch.no_grad()
+    def encode(self, sentences: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Eval-mode embeddings (N, D), float32 on CPU, in input order (batches are length-sorted for speed).
+        The module's train/eval mode is restored afterwards."""
+        sentences = list(sentences)
+        if not sentences:
+            return torch.empty(0, self.embedding_dim)
+        was_training = self.training
+        self.eval()
+        device = next(self.model.parameters()).device
+        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+        out = torch.empty(len(sentences), self.embedding_dim)
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = self.collator.tokenize([sentences[i] for i in idx])
+                emb = self.forward({k: v.to(device) for k, v in batch.items()})
+                out[torch.tensor(idx)] = emb.float().cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    def export(self, output_dir: str | os.PathLike, **info: Any) -> str:
+        """Write a sentence-transformers directory (Transformer + Pooling) to ``output_dir``; returns its path.
+
+        ``info`` (JSON-serialisable: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
+        README with :func:`textmoco.export.write_model_card`.
+        """
+        try:
+            from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        except ImportError:  # sentence-transformers < 6
+            from sentence_transformers.models import Pooling, Transformer
+        from sentence_transformers import SentenceTransformer
+
+        output_dir = str(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        remote = {"trust_remote_code": True} if self.trust_remote_code else {}
+        with tempfile.TemporaryDirectory(prefix="textmoco-export-") as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            transformer = Transformer(tmp, max_seq_length=self.max_length, model_kwargs=dict(remote),
+                                      processor_kwargs=dict(remote), config_kwargs=dict(remote))
+            pooling = Pooling(self.embedding_dim, pooling_mode=self.pooling)
+            st_model = SentenceTransformer(modules=[transformer, pooling], device="cpu", similarity_fn_name="cosine")
+            st_model.save(output_dir, create_model_card=False)
+        if info:
+            from ..export import save_json
+
+            save_json(os.path.join(output_dir, "textmoco_info.json"), info)
+        return output_dir

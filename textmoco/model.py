@@ -1,0 +1,90 @@
+"""MoCoModel: query encoder (+ optional projection head) and its EMA key copy. ``forward`` gives (q, k).
+
+The key branch is a deep copy that gradients never reach (``requires_grad=False``); the trainer updates it with
+``momentum.ema_update`` after each optimizer step. It lives inside this module so ``save_state`` checkpoints it, but
+it is excluded from DDP's gradient sync (no trainable parameters). The queue is *not* in here (see queue.py).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders.base import EncoderAdapter
+from .momentum import ema_update
+
+
+@dataclass
+class MoCoOutput:
+    """q: (B, D') normalised queries of view a (grad); k: (B, D') normalised keys of view b (no grad);
+    q_b / k_a: the swapped pair when ``symmetric`` (else None)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    q_b: Optional[torch.Tensor] = None
+    k_a: Optional[torch.Tensor] = None
+
+
+class QueryBranch(nn.Module):
+    """encoder -> head. ``forward_features`` is the backbone embedding (what is exported and evaluated),
+    ``forward_head`` the projection the loss sees."""
+
+    def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head if head is not None else nn.Identity()
+
+    def forward_features(self, view: Any) -> torch.Tensor:
+        return self.encoder(view)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, view: Any) -> torch.Tensor:
+        return F.normalize(self.forward_head(self.forward_features(view)).float(), dim=-1)
+
+
+class MoCoModel(nn.Module):
+    """The whole method's model side. encoder: any ``EncoderAdapter`` producing (B, D); head: optional module
+    (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a)."""
+
+    def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False):
+        super().__init__()
+        self.query = QueryBranch(encoder, head)
+        self.key = copy.deepcopy(self.query)
+        for p in self.key.parameters():
+            p.requires_grad_(False)
+        self.symmetric = symmetric
+
+    @property
+    def encoder(self) -> EncoderAdapter:
+        return self.query.encoder
+
+    def forward(self, inputs: Any) -> MoCoOutput:
+        view_a, view_b = self.query.encoder.make_views(inputs)
+        q = self.query(view_a)
+        with torch.no_grad():
+            self.key.train(self.training)
+            k = self.key(view_b)
+        if not self.symmetric:
+            return MoCoOutput(q, k)
+        q_b = self.query(view_b)
+        with torch.no_grad():
+            k_a = self.key(view_a)
+        return MoCoOutput(q, k, q_b, k_a)
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        ema_update(self.key, self.query, momentum)
+
+    @property
+    def output_dim(self) -> int:
+        head = self.query.head
+        for module in reversed(list(head.modules())):
+            if isinstance(module, nn.Linear):
+                return module.out_features
+        return self.query.encoder.embedding_dim

@@ -1,0 +1,234 @@
+"""MoCoTrainer: one Accelerate loop for every modality.
+
+One optimizer step: for each micro-batch (inside ``accelerator.accumulate``) the model gives q, k; losses.py gives
+the loss; backward. At the optimizer step: clip, step, LR schedule, EMA update of the key encoder, all-gather the
+window's keys and ids and enqueue them, one metrics row. Nothing of the loss lives here.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from . import checkpointing, distributed
+from .config import ObjectiveConfig, QueueConfig, TrainConfig
+from .encoders.base import move_to_device
+from .losses import compute_loss_from_embeddings
+from .model import MoCoModel
+from .momentum import momentum_at
+from .queue import NegativeQueue
+
+QUEUE_FILE, STATE_FILE = "queue.safetensors", "trainer_state.json"
+
+
+class IndexedDataset(Dataset):
+    """Wraps a dataset so each item carries its index: the sample id used by the id guard."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+class IdCollator:
+    """(id, sample) pairs -> {"ids": (B,) int64, "inputs": encoder.collate(samples)}."""
+
+    def __init__(self, collate: Callable):
+        self.collate = collate
+
+    def __call__(self, items):
+        ids = torch.tensor([i for i, _ in items], dtype=torch.long)
+        return {"ids": ids, "inputs": self.collate([s for _, s in items])}
+
+
+class MoCoTrainer:
+    def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
+                 queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None):
+        if objective.dual_mode == "symmetric" and not model.symmetric:
+            raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
+        self.objective, self.queue_cfg, self.cfg = objective, queue, train
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=train.mixed_precision,
+            gradient_accumulation_steps=train.gradient_accumulation_steps,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed))
+        set_seed(train.seed)
+        world = self.accelerator.num_processes
+        if train.drop_last and len(train_dataset) < train.batch_size * world:
+            raise ValueError(f"the training data has {len(train_dataset)} samples, fewer than one batch "
+                             f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
+        loader = DataLoader(IndexedDataset(train_dataset), batch_size=train.batch_size, shuffle=True,
+                            drop_last=train.drop_last, num_workers=train.num_workers,
+                            collate_fn=IdCollator(model.encoder.collate),
+                            # own generator: starting an epoch's iterator must not draw from the global RNG,
+                            # or a resumed run's dropout/augmentation noise would drift from the uninterrupted one
+                            generator=torch.Generator().manual_seed(train.seed))
+        decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim <= 1]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=train.lr)
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
+        self.steps_per_epoch = max(1, len(self.loader) // train.gradient_accumulation_steps)
+        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
+        self.scheduler = get_scheduler(train.lr_schedule if train.lr_schedule != "constant" else
+                                       "constant_with_warmup", optimizer,
+                                       num_warmup_steps=int(train.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        self.queue = NegativeQueue(queue.size, model.output_dim, queue.dtype, self.accelerator.device)
+        self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
+        self.output_dir = Path(train.output_dir)
+        self.metrics_path = self.output_dir / "metrics.jsonl"
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unwrapped(self) -> MoCoModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _filter_active(self) -> bool:
+        warmup = self.objective.filter_warmup_steps
+        return self.queue.is_full if warmup is None else self.state["step"] >= warmup
+
+    def save(self) -> Path:
+        """Write a complete checkpoint (atomic) of the current optimizer step; returns its directory."""
+        return checkpointing.save_checkpoint(self.accelerator, str(self.output_dir), self.state["step"],
+                                             self.cfg.keep_checkpoints, self._write_queue_and_state)
+
+    def _write_queue_and_state(self, directory: Path) -> None:
+        q = self.queue.state_dict()
+        save_file({"keys": q["keys"].float().contiguous(), "ids": q["ids"], "filled": q["filled"]},
+                  str(directory / QUEUE_FILE))
+        checkpointing.atomic_write_json(directory / STATE_FILE, {
+            **self.state, "queue_ptr": q["ptr"], "queue_num_enqueued": q["num_enqueued"],
+            "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+            "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict()})
+
+    def load(self, path: str | Path) -> None:
+        """Restore model (incl. EMA encoder), optimizer, scheduler, RNG, queue and position from a checkpoint."""
+        path = Path(path)
+        if not (path / STATE_FILE).exists():
+            raise ValueError(f"{path} is not a textmoco checkpoint (no {STATE_FILE}); pass 'latest' or a "
+                             f"directory under {checkpointing.checkpoint_root(self.output_dir)}")
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / STATE_FILE).read_text())
+        tensors = load_file(str(path / QUEUE_FILE))
+        self.queue.load_state_dict({**tensors, "ptr": state["queue_ptr"], "num_enqueued": state["queue_num_enqueued"]})
+        self.state = {k: int(state[k]) for k in ("step", "epoch", "batches_in_epoch")}
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
+        if self.accelerator.is_main_process and self.metrics_path.exists():  # drop rows after the checkpoint
+            rows = [r for r in self.metrics_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.state["step"]]
+            checkpointing.atomic_write_text(self.metrics_path, "".join(r + "\n" for r in rows))
+
+    def _log(self, row: dict) -> None:
+        self.history.append(row)
+        if self.accelerator.is_main_process:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------ loop
+    def _loss(self, batch: dict):
+        out = self.model(move_to_device(batch["inputs"], self.accelerator.device))
+        ids = batch["ids"].to(self.accelerator.device)
+        q_all, ids_all, offset = None, None, 0
+        if (self.objective.dual_weight > 0 and self.objective.dual_mode == "weighted"
+                and self.objective.key_negatives != "queue" and distributed.is_distributed()):
+            q_all, ids_all = distributed.gather_with_grad(out.q), distributed.gather_no_grad(ids)
+            offset = distributed.rank() * out.q.shape[0]
+        result = compute_loss_from_embeddings(out.q, out.k, ids, self.queue.negatives(), self.objective,
+                                              self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a)
+        return result, out.k.detach(), ids
+
+    def fit(self, resume_from: Optional[str] = None) -> list[dict]:
+        """Train for ``total_steps`` optimizer steps; resumes from a checkpoint path or 'latest'."""
+        acc, cfg = self.accelerator, self.cfg
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = checkpointing.resolve_resume(resume_from, str(self.output_dir))
+        if checkpoint is not None:
+            self.load(checkpoint)
+        elif acc.is_main_process and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="textmoco",
+                   disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+        self.model.train()
+        pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
+        started = time.time()
+        while self.state["step"] < self.total_steps and self.state["step"] != cfg.stop_after:
+            self.loader.set_epoch(self.state["epoch"])
+            loader = self.loader
+            if self.state["batches_in_epoch"]:
+                loader = acc.skip_first_batches(self.loader, self.state["batches_in_epoch"])
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    result, keys, ids = self._loss(batch)
+                    finite = distributed.all_true(bool(torch.isfinite(result.loss)), acc.device)
+                    acc.backward(result.loss if finite else torch.nan_to_num(result.loss) * 0.0)
+                    window_ok &= finite
+                    if acc.sync_gradients and window_ok and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    if window_ok:  # both are no-ops inside an accumulation window
+                        self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                pending_keys.append(keys)
+                pending_ids.append(ids)
+                window_stats.append(result.stats)
+                self.state["batches_in_epoch"] += 1
+                if not acc.sync_gradients:
+                    continue
+                step = self.state["step"]
+                if not window_ok:
+                    msg = f"non-finite loss at optimizer step {step + 1}"
+                    if cfg.on_nonfinite == "stop":
+                        raise FloatingPointError(msg + "; stopped (on_nonfinite='stop'). The last checkpoint "
+                                                 "is intact: lower the lr or use on_nonfinite='skip'")
+                    acc.print(msg + ": step skipped, queue untouched (on_nonfinite='skip')")
+                m = momentum_at(step, self.total_steps, cfg.momentum, cfg.momentum_schedule)
+                if window_ok:
+                    self.unwrapped.momentum_update(m)
+                    self.queue.enqueue(torch.cat(pending_keys), torch.cat(pending_ids))
+                self.scheduler.step()
+                self.state["step"] = step = step + 1
+                if step % cfg.log_every == 0 or step == self.total_steps:
+                    self._log(self._metrics_row(step, m, window_stats, window_ok, started))
+                pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
+                bar.update(1)
+                if self.history:
+                    bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
+                if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+                    self.save()
+                if step >= self.total_steps or step == cfg.stop_after:
+                    break
+            else:
+                self.state["epoch"] += 1
+                self.state["batches_in_epoch"] = 0
+        bar.close()
+        self.save()
+        return self.history
+
+    def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
+        names = sorted({k for s in window_stats for k in s})
+        local = torch.tensor([sum(s.get(n, 0.0) for s in window_stats) / len(window_stats) for n in names],
+                             dtype=torch.float64, device=self.accelerator.device)
+        mean = self.accelerator.reduce(local, reduction="mean") if distributed.is_distributed() else local
+        row = dict(zip(names, (float(v) for v in mean)))
+        row.update(step=step, epoch=self.state["epoch"], lr=self.scheduler.get_last_lr()[0], momentum=m,
+                   queue_filled=self.queue.num_filled, skipped=not ok, elapsed_s=round(time.time() - started, 3))
+        return row
+
+    def export(self, output_dir: str | Path, **info: Any) -> None:
+        """Save the trained query encoder in its native format (the adapter's ``export``), main process only."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.unwrapped.encoder.export(str(output_dir), **info)
