@@ -23,11 +23,12 @@ NEG_INF = float("-inf")
 
 @dataclass
 class NegativeSelection:
-    """Which queue slots each anchor keeps. Either ``index`` (B, k) slot indices with ``valid`` (B, k), or
-    ``index`` None and ``valid`` a dense (B, K) mask, or both None (keep every slot)."""
+    """Which queue slots each anchor keeps. Either ``index`` (B, k) slot indices with ``valid`` (B, k) (and the
+    selected similarities ``values``), or ``index`` None and ``valid`` a dense (B, K) mask, or both None (keep all)."""
 
     index: Optional[torch.Tensor]
     valid: Optional[torch.Tensor]
+    values: Optional[torch.Tensor] = None
 
     def negatives(self, sims: torch.Tensor) -> torch.Tensor:
         """(B, K) similarities (possibly with grad) -> (B, k or K) kept similarities, dropped ones -inf."""
@@ -48,50 +49,67 @@ class NegativeSelection:
         return mask.scatter_(1, self.index, self.valid if self.valid is not None else True)
 
 
+def _id_collisions(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, slots) where a queue slot holds the anchor's own sample id. A lookup table over ids makes this
+    O(K + B*c) (c = the few colliding slots) instead of a dense (B, K) comparison or a sort (``torch.isin``)."""
+    size = int(torch.maximum(queue_ids.max(), anchor_ids.max())) + 1
+    table = torch.zeros(size, dtype=torch.bool, device=queue_ids.device)
+    table[anchor_ids[anchor_ids >= 0]] = True
+    slots = (table[queue_ids.clamp(min=0)] & (queue_ids >= 0)).nonzero().squeeze(1)
+    rows, cols = (queue_ids[slots].unsqueeze(0) == anchor_ids.unsqueeze(1)).nonzero(as_tuple=True)
+    return rows, slots[cols]
+
+
 @torch.no_grad()
 def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue_ids: torch.Tensor,
                           filled: torch.Tensor, cfg: ObjectiveConfig, filter_active: bool = True,
-                          generator: Optional[torch.Generator] = None) -> NegativeSelection:
+                          generator: Optional[torch.Generator] = None, inplace: bool = False) -> NegativeSelection:
     """Guard then select queue negatives for each anchor.
 
-    sims: (B, K) cosine similarities anchor x queue slot (detached inside). anchor_ids: (B,) sample ids or None.
-    queue_ids: (K,) ids of the slots. filled: (K,) bool. ``filter_active`` False (warm-up) keeps every filled,
-    non-id-guarded slot. Rules (``cfg.selection``): 'top_k' keeps the k most similar, 'top_fraction' the
-    ceil(rho * filled) most similar, 'min_similarity' all with s >= t; ``n_random`` adds random easy negatives.
+    sims: (B, K) cosine similarities anchor x queue slot (detached inside; overwritten when ``inplace``).
+    anchor_ids: (B,) sample ids or None. queue_ids: (K,) ids of the slots. filled: (K,) bool.
+    ``filter_active`` False (warm-up) keeps every filled, non-id-guarded slot. Rules (``cfg.selection``): 'top_k'
+    keeps the k most similar, 'top_fraction' the ceil(rho * filled) most similar, 'min_similarity' all with
+    s >= t; ``n_random`` adds random easy negatives. Guard: id guard (``cfg.id_guard``) and ``guard_threshold``.
+    The top-k rules cost one ``torch.topk`` on the (B, K) matrix and return indices, never a (B, k, D) tensor.
     """
     B, K = sims.shape
     num_filled = int(filled.sum())
-    invalid = None
+    use_topk = filter_active and cfg.selection in ("top_k", "top_fraction") and num_filled > 0
+    threshold = cfg.guard_threshold if filter_active else None
+    if use_topk:  # guard by writing -inf into the score matrix, then one topk
+        scores = sims.detach() if inplace else sims.detach().float().clone()
+        if num_filled < K:
+            scores.masked_fill_(~filled.unsqueeze(0), NEG_INF)
+        if threshold is not None:
+            scores.masked_fill_(scores > threshold, NEG_INF)
+        if cfg.id_guard and anchor_ids is not None:
+            scores[_id_collisions(anchor_ids, queue_ids)] = NEG_INF
+        k = int(cfg.top_k) if cfg.selection == "top_k" else math.ceil(cfg.top_fraction * num_filled)
+        values, index = torch.topk(scores, max(1, min(k, num_filled)), dim=1, sorted=False)
+        valid = values > NEG_INF
+        if cfg.n_random > 0 and k < num_filled:
+            noise = torch.rand(B, K, device=sims.device, generator=generator)
+            noise.masked_fill_(scores == NEG_INF, -1.0)
+            noise.scatter_(1, index, -1.0)
+            r_values, r_index = torch.topk(noise, min(cfg.n_random, K - k), dim=1, sorted=False)
+            r_valid = r_values >= 0
+            index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_valid], 1)
+            values = torch.cat([values, sims.detach().gather(1, r_index).masked_fill(~r_valid, NEG_INF)], 1)
+        return NegativeSelection(index, valid, values)
+    keep = None
+    if filter_active and cfg.selection == "min_similarity" and num_filled > 0:
+        keep = sims.detach() >= cfg.min_similarity
+    if threshold is not None:
+        keep = (sims.detach() <= threshold) if keep is None else keep & (sims.detach() <= threshold)
     if num_filled < K:
-        invalid = ~filled.unsqueeze(0).expand(B, K)
+        keep = filled.unsqueeze(0).expand(B, K).clone() if keep is None else keep & filled.unsqueeze(0)
     if cfg.id_guard and anchor_ids is not None:
-        same = queue_ids.unsqueeze(0) == anchor_ids.unsqueeze(1)
-        invalid = same if invalid is None else invalid | same
-    if filter_active and cfg.guard_threshold is not None:
-        too_close = sims > cfg.guard_threshold
-        invalid = too_close if invalid is None else invalid | too_close
-    if not filter_active or cfg.selection == "none" or num_filled == 0:
-        return NegativeSelection(None, None if invalid is None else ~invalid)
-    if cfg.selection == "min_similarity":
-        keep = sims >= cfg.min_similarity
-        return NegativeSelection(None, keep if invalid is None else keep & ~invalid)
-    if cfg.selection == "top_k":
-        k = min(int(cfg.top_k), num_filled)
-    else:  # top_fraction
-        k = max(1, min(num_filled, math.ceil(cfg.top_fraction * num_filled)))
-    scores = sims.detach().float()
-    if invalid is not None:
-        scores = scores.masked_fill(invalid, NEG_INF)
-    values, index = torch.topk(scores, k, dim=1, sorted=False)
-    valid = values > NEG_INF
-    if cfg.n_random > 0 and k < num_filled:
-        noise = torch.rand(B, K, device=sims.device, generator=generator)
-        if invalid is not None:
-            noise.masked_fill_(invalid, -1.0)
-        noise.scatter_(1, index, -1.0)
-        r_values, r_index = torch.topk(noise, min(cfg.n_random, K - k), dim=1, sorted=False)
-        index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_values >= 0], 1)
-    return NegativeSelection(index, valid)
+        rows, slots = _id_collisions(anchor_ids, queue_ids)
+        if rows.numel():
+            keep = torch.ones(B, K, dtype=torch.bool, device=sims.device) if keep is None else keep
+            keep[rows, slots] = False
+    return NegativeSelection(None, keep)
 
 
 def info_nce(pos: torch.Tensor, negatives: list[torch.Tensor], temperature: float) -> torch.Tensor:
@@ -107,17 +125,60 @@ class LossOutput:
     stats: dict = field(default_factory=dict)
 
 
-def _queue_term(anchors, positives, anchor_ids, queue, cfg, filter_active, extra_negatives=None):
-    """One anchored InfoNCE against the queue (+ optional extra negative block). Returns (per-anchor loss,
-    kept count, sum of kept negative cosines)."""
+def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue: tuple,
+                    cfg: ObjectiveConfig, filter_active: bool = True) -> Optional[torch.Tensor]:
+    """(B, M) cosines of each anchor to its kept queue slots, -inf where dropped; differentiable through
+    ``anchors`` when it requires grad. None when the queue is empty.
+
+    Top-k rules: the (B, K) scores are computed once without gradient, guarded in place and reduced by one topk;
+    the selected (B, k) values carry the gradient through ``_SelectedLogits`` (sparse backward), so neither a
+    second (B, K) product nor a (B, K) softmax is needed. Other rules: one dense (B, K) product with a keep-mask.
+    """
     keys, queue_ids, filled = queue
+    if keys is None or not bool(filled.any()):
+        return None
+    keys = keys if keys.dtype == torch.float32 else keys.float()
+    anchors = anchors.float()
+    if not (filter_active and cfg.selection in ("top_k", "top_fraction")):
+        sims = anchors @ keys.t()
+        return select_hard_negatives(sims, anchor_ids, queue_ids, filled, cfg, filter_active).negatives(sims)
+    with torch.no_grad():
+        scores = anchors.detach() @ keys.t()
+    sel = select_hard_negatives(scores, anchor_ids, queue_ids, filled, cfg, filter_active, inplace=True)
+    values = sel.values
+    if anchors.requires_grad:
+        values = _SelectedLogits.apply(anchors, values, sel.index, keys)
+    return values.masked_fill(~sel.valid, NEG_INF)
+
+
+class _SelectedLogits(torch.autograd.Function):
+    """Re-attach gradient to selected similarities taken from the no-grad score matrix: forward returns
+    ``values`` (B, k) = anchors . keys[index]; backward is one sparse (B, K) x (K, D) product,
+    d anchors = sum_j g_ij keys[index_ij], without materialising (B, k, D) or a dense (B, K) gradient."""
+
+    @staticmethod
+    def forward(ctx, anchors, values, index, keys):  # type: ignore[override]
+        ctx.save_for_backward(index, keys)
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        index, keys = ctx.saved_tensors
+        B, k = index.shape
+        rows = torch.arange(B, device=index.device).repeat_interleave(k)
+        sparse = torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), grad.reshape(-1).to(keys.dtype),
+                                         (B, keys.shape[0]), check_invariants=False)
+        return torch.sparse.mm(sparse, keys), None, None, None
+
+
+def _anchored_loss(anchors, positives, anchor_ids, queue, cfg, filter_active, extra_negatives=None):
+    """One anchored InfoNCE against the queue (+ optional extra (B, M) negative block). Returns (per-anchor loss,
+    kept count, sum of kept negative cosines)."""
     pos = (anchors * positives).sum(dim=1)
     negatives = [] if extra_negatives is None else [extra_negatives]
     kept, neg_sum = 0, 0.0
-    if keys is not None and int(filled.sum()) > 0:
-        sims = anchors.float() @ keys.float().t()
-        selection = select_hard_negatives(sims.detach(), anchor_ids, queue_ids, filled, cfg, filter_active)
-        chosen = selection.negatives(sims)
+    chosen = queue_negatives(anchors, anchor_ids, queue, cfg, filter_active)
+    if chosen is not None:
         negatives.append(chosen)
         with torch.no_grad():
             finite = torch.isfinite(chosen)
@@ -155,13 +216,13 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     """
     if k.requires_grad:
         k = k.detach()
-    l_q2k, kept, neg_sum = _queue_term(q, k, ids, queue, cfg, filter_active)
+    l_q2k, kept, neg_sum = _anchored_loss(q, k, ids, queue, cfg, filter_active)
     anchors = q.shape[0]
     stats = {"loss_q2k": float(l_q2k.mean().detach())}
     if cfg.dual_mode == "symmetric":
         if q_b is None or k_a is None:
             raise ValueError("dual_mode='symmetric' needs q_b and k_a (the swapped views)")
-        l_sym, kept2, neg2 = _queue_term(q_b, k_a.detach(), ids, queue, cfg, filter_active)
+        l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), ids, queue, cfg, filter_active)
         loss = 0.5 * (l_q2k.mean() + l_sym.mean())
         stats["loss_sym"] = float(l_sym.mean().detach())
         kept, neg_sum, anchors = kept + kept2, neg_sum + neg2, anchors * 2
@@ -173,7 +234,7 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
             batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg)
         key_queue = queue if cfg.key_negatives != "batch" else (None, None, None)
         q_pos = q_all[offset:offset + q.shape[0]]
-        l_k2q, _, _ = _queue_term(k, q_pos, ids, key_queue, cfg, filter_active, batch_neg)
+        l_k2q, _, _ = _anchored_loss(k, q_pos, ids, key_queue, cfg, filter_active, batch_neg)
         loss = (1 - cfg.dual_weight) * l_q2k.mean() + cfg.dual_weight * l_k2q.mean()
         stats["loss_k2q"] = float(l_k2q.mean().detach())
     else:

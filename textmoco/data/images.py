@@ -90,7 +90,7 @@ def pil_to_tensor(img: Any, mode: str = "RGB", image_size: Optional[int] = None)
     img = img.convert(mode)
     if image_size is not None:
         img = img.resize((image_size, image_size), Image.BICUBIC)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 

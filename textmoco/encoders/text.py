@@ -12,7 +12,8 @@ Normalize**: cosine similarity does not need it and the raw pooled vector stays 
 ``model.encode(..., normalize_embeddings=True)`` for unit vectors). ``SentenceTransformer(dir).encode(x)`` equals
 this adapter's eval-mode ``forward`` on the same text.
 
-Shapes: B = batch, T = tokens (padded to the longest in the batch, at most ``max_length``), D = hidden size.
+Shapes: B = batch, T = tokens (padded to the longest in the batch, at most ``max_length``; ``eval_max_length``
+in ``encode``/``export``), D = hidden size.
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ class TextCollator:
         self.token_augment = token_augment
         self.augment_rate = augment_rate
 
-    def tokenize(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+    def tokenize(self, sentences: Sequence[str], max_length: Optional[int] = None) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(sentences), padding=True, truncation=True,
+                             max_length=max_length or self.max_length, return_tensors="pt")
         return {k: enc[k] for k in _MODEL_INPUTS if k in enc}
 
     def __call__(self, samples: Sequence[str]) -> Any:
@@ -99,7 +100,10 @@ class TextEncoder(EncoderAdapter):
         model_name_or_path: Hub id or local directory loadable by ``AutoModel``/``AutoTokenizer`` (omit when
             passing ``model`` and ``tokenizer``).
         pooling: ``"mean"`` (masked mean of the last hidden states, default) or ``"cls"`` (first token).
-        max_length: truncation length in tokens (default 32, enough for STS-style sentences).
+        max_length: truncation length in tokens for training (default 32, enough for STS-style sentences).
+        eval_max_length: truncation length for :meth:`encode` and :meth:`export` (default: ``max_length``). Set it
+            to the base model's length (256 for all-MiniLM-L6-v2) to evaluate/export like the original model:
+            STS-B test truncated at 32 tokens scores 81.80 instead of 82.03 for the untouched MiniLM.
         token_augment: ``None`` (dropout-only views, default), ``"repeat"`` or ``"delete"``.
         augment_rate: per-word probability for ``token_augment`` (default 0.1), in [0, 1).
         trust_remote_code: passed to ``from_pretrained`` only when True (default False).
@@ -108,7 +112,7 @@ class TextEncoder(EncoderAdapter):
     """
 
     def __init__(self, model_name_or_path: Optional[str | os.PathLike] = None, *, pooling: str = "mean",
-                 max_length: int = 32, token_augment: Optional[str] = None, augment_rate: float = 0.1,
+                 max_length: int = 32, eval_max_length: Optional[int] = None, token_augment: Optional[str] = None, augment_rate: float = 0.1,
                  trust_remote_code: bool = False, model: Optional[nn.Module] = None, tokenizer: Any = None,
                  model_kwargs: Optional[dict[str, Any]] = None):
         super().__init__()
@@ -118,8 +122,10 @@ class TextEncoder(EncoderAdapter):
             raise ValueError(f"token_augment={token_augment!r} is not supported; use one of {TOKEN_AUGMENTS}")
         if not 0.0 <= augment_rate < 1.0:
             raise ValueError(f"augment_rate={augment_rate} must be in [0, 1)")
-        if not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length={max_length!r} must be an int >= 2 (room for the special tokens)")
+        eval_max_length = max_length if eval_max_length is None else eval_max_length
+        for arg, value in (("max_length", max_length), ("eval_max_length", eval_max_length)):
+            if not isinstance(value, int) or value < 2:
+                raise ValueError(f"{arg}={value!r} must be an int >= 2 (room for the special tokens)")
         self.trust_remote_code = bool(trust_remote_code)
         remote = {"trust_remote_code": True} if trust_remote_code else {}
         if model is None or tokenizer is None:
@@ -139,11 +145,13 @@ class TextEncoder(EncoderAdapter):
         self.base_model = str(model_name_or_path) if model_name_or_path is not None else \
             getattr(model.config, "_name_or_path", None)
         max_pos = getattr(model.config, "max_position_embeddings", None)
-        if isinstance(max_pos, int) and max_pos > 0 and max_length > max_pos:
-            raise ValueError(f"max_length={max_length} exceeds the model's max_position_embeddings={max_pos}; "
-                             f"pass max_length <= {max_pos}")
+        for arg, value in (("max_length", max_length), ("eval_max_length", eval_max_length)):
+            if isinstance(max_pos, int) and max_pos > 0 and value > max_pos:
+                raise ValueError(f"{arg}={value} exceeds the model's max_position_embeddings={max_pos}; "
+                                 f"pass {arg} <= {max_pos}")
         self.pooling = pooling
         self.max_length = max_length
+        self.eval_max_length = eval_max_length
         self.embedding_dim = int(model.config.hidden_size)
         self.collator = TextCollator(tokenizer, max_length, token_augment, augment_rate)
         self.train()  # dropout on: the two views of a sentence differ through it
@@ -154,12 +162,13 @@ class TextEncoder(EncoderAdapter):
 
     @classmethod
     def from_sentence_transformer(cls, st_model_or_path: Any, *, max_length: Optional[int] = None,
+                                  eval_max_length: Optional[int] = None,
                                   token_augment: Optional[str] = None, augment_rate: float = 0.1,
                                   trust_remote_code: bool = False) -> "TextEncoder":
         """Reuse a SentenceTransformer's (or its directory's) transformer, tokenizer and pooling mode.
 
         The modules are shared, not copied (training this adapter trains the given ST object). ``max_length=None``
-        keeps the model's ``max_seq_length``. A trailing ``Normalize`` is dropped (the core normalises); other
+        (and ``eval_max_length=None``) keep the model's ``max_seq_length``. A trailing ``Normalize`` is dropped (the core normalises); other
         modules (e.g. ``Dense``) are rejected because exporting without them would change the embeddings.
         """
         if isinstance(st_model_or_path, (str, os.PathLike)):
@@ -196,9 +205,9 @@ class TextEncoder(EncoderAdapter):
                                  "Transformer + Pooling (+ Normalize). Build TextEncoder from the base model instead")
         if pooling_mode is None:
             raise ValueError("the SentenceTransformer has no Pooling module; TextEncoder needs mean or cls pooling")
-        if max_length is None:
-            max_length = int(getattr(st_model, "max_seq_length", None) or 512)
-        enc = cls(model=hf_model, tokenizer=tokenizer, pooling=pooling_mode, max_length=max_length,
+        st_length = int(getattr(st_model, "max_seq_length", None) or 512)
+        enc = cls(model=hf_model, tokenizer=tokenizer, pooling=pooling_mode, max_length=max_length or st_length,
+                  eval_max_length=eval_max_length or st_length,
                   token_augment=token_augment, augment_rate=augment_rate, trust_remote_code=trust_remote_code)
         enc.base_model = name or getattr(hf_model.config, "_name_or_path", None)
         return enc
@@ -228,8 +237,8 @@ class TextEncoder(EncoderAdapter):
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """Eval-mode embeddings (N, D), float32 on CPU, in input order (batches are length-sorted for speed).
-        The module's train/eval mode is restored afterwards."""
+        """Eval-mode embeddings (N, D), float32 on CPU, in input order (batches are length-sorted for speed),
+        truncated at ``eval_max_length``. The module's train/eval mode is restored afterwards."""
         sentences = list(sentences)
         if not sentences:
             return torch.empty(0, self.embedding_dim)
@@ -241,7 +250,7 @@ class TextEncoder(EncoderAdapter):
         try:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                batch = self.collator.tokenize([sentences[i] for i in idx])
+                batch = self.collator.tokenize([sentences[i] for i in idx], max_length=self.eval_max_length)
                 emb = self.forward({k: v.to(device) for k, v in batch.items()})
                 out[torch.tensor(idx)] = emb.float().cpu()
         finally:
@@ -249,7 +258,8 @@ class TextEncoder(EncoderAdapter):
         return out
 
     def export(self, output_dir: str | os.PathLike, **info: Any) -> str:
-        """Write a sentence-transformers directory (Transformer + Pooling) to ``output_dir``; returns its path.
+        """Write a sentence-transformers directory (Transformer + Pooling, ``max_seq_length = eval_max_length``) to
+        ``output_dir``; returns its path. Loading it with sentence-transformers >= 6 gives :meth:`encode`'s vectors.
 
         ``info`` (JSON-serialisable: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
         README with :func:`textmoco.export.write_model_card`.
@@ -266,7 +276,7 @@ class TextEncoder(EncoderAdapter):
         with tempfile.TemporaryDirectory(prefix="textmoco-export-") as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            transformer = Transformer(tmp, max_seq_length=self.max_length, model_kwargs=dict(remote),
+            transformer = Transformer(tmp, max_seq_length=self.eval_max_length, model_kwargs=dict(remote),
                                       processor_kwargs=dict(remote), config_kwargs=dict(remote))
             pooling = Pooling(self.embedding_dim, pooling_mode=self.pooling)
             st_model = SentenceTransformer(modules=[transformer, pooling], device="cpu", similarity_fn_name="cosine")

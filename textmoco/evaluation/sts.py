@@ -9,6 +9,7 @@ Reference: the untouched all-MiniLM-L6-v2 scores Spearman 82.03 on the bundled S
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -18,11 +19,10 @@ from ..data.text import load_sts_pairs
 
 
 def _as_encode_fn(model_or_encode_fn: Any, batch_size: int) -> Callable[[list[str]], Any]:
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:  # pragma: no cover - dependency
-        SentenceTransformer = ()  # type: ignore[assignment]
-    if SentenceTransformer and isinstance(model_or_encode_fn, SentenceTransformer):
+    # Only an already-imported sentence_transformers can have made this object: skip the slow import otherwise.
+    st_module = sys.modules.get("sentence_transformers")
+    SentenceTransformer = getattr(st_module, "SentenceTransformer", None)
+    if SentenceTransformer is not None and isinstance(model_or_encode_fn, SentenceTransformer):
         model = model_or_encode_fn
         return lambda s: model.encode(s, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     if hasattr(model_or_encode_fn, "encode") and callable(model_or_encode_fn.encode):
