@@ -107,8 +107,10 @@ def test_bad_arguments_and_inputs(enc):
         TextEncoder(model=enc.model, tokenizer=enc.tokenizer, pooling="max")
     with pytest.raises(ValueError, match="token_augment='swap'"):
         TextEncoder(model=enc.model, tokenizer=enc.tokenizer, token_augment="swap")
-    with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings=512"):
+    with pytest.raises(ValueError, match="max_length=1000 exceeds the model's max_position_embeddings=512"):
         TextEncoder(model=enc.model, tokenizer=enc.tokenizer, max_length=1000)
+    with pytest.raises(ValueError, match="eval_max_length=1000 exceeds"):
+        TextEncoder(model=enc.model, tokenizer=enc.tokenizer, eval_max_length=1000)
     with pytest.raises(TypeError, match="expects a non-empty list of str"):
         enc.collate([("a", 0)])
 
@@ -125,11 +127,19 @@ def test_deepcopy_for_key_encoder(enc):
 
 def test_from_sentence_transformer_matches_st(st_model):
     enc = TextEncoder.from_sentence_transformer(st_model)
-    assert enc.max_length == st_model.max_seq_length == 256 and enc.pooling == "mean"
+    assert enc.max_length == enc.eval_max_length == st_model.max_seq_length == 256 and enc.pooling == "mean"
     assert enc.model is st_model[0].auto_model  # shared, not copied
     ours = torch.nn.functional.normalize(enc.encode(SENTS), dim=-1)  # ST model ends with Normalize
     torch.testing.assert_close(ours, torch.as_tensor(st_model.encode(SENTS)), atol=1e-5, rtol=1e-4)
     assert enc.training  # encode restores the mode
+
+
+def test_eval_max_length_reproduces_the_original_model(enc, st_model):
+    long = "a very long sentence that keeps going " * 10  # > 32 tokens: truncation length matters
+    model = TextEncoder(model=enc.model, tokenizer=enc.tokenizer, eval_max_length=256)
+    assert model.max_length == 32 and model.collate([long])["input_ids"].shape[1] == 32  # training length
+    ours = torch.nn.functional.normalize(model.encode(SENTS + [long]), dim=-1)
+    torch.testing.assert_close(ours, torch.as_tensor(st_model.encode(SENTS + [long])), atol=1e-5, rtol=1e-4)
 
 
 def test_from_sentence_transformer_rejects_dense(st_model):
@@ -142,14 +152,15 @@ def test_from_sentence_transformer_rejects_dense(st_model):
         TextEncoder.from_sentence_transformer(with_dense)
 
 
-@pytest.mark.parametrize("pooling,max_length", [("mean", 32), ("cls", 16)])
-def test_export_round_trip(enc, tmp_path, pooling, max_length):
-    model = TextEncoder(model=enc.model, tokenizer=enc.tokenizer, pooling=pooling, max_length=max_length)
+@pytest.mark.parametrize("pooling,max_length,eval_max_length", [("mean", 32, None), ("cls", 8, 16)])
+def test_export_round_trip(enc, tmp_path, pooling, max_length, eval_max_length):
+    model = TextEncoder(model=enc.model, tokenizer=enc.tokenizer, pooling=pooling, max_length=max_length,
+                        eval_max_length=eval_max_length)
     long = "a very long sentence that keeps going " * 10
     sentences = SENTS + [long]
     out = model.export(tmp_path / "st", metrics={"sts": 1.0}, base_model=MODEL)
     loaded = SentenceTransformer(out, device="cpu")
-    assert loaded.max_seq_length == max_length
+    assert loaded.max_seq_length == (eval_max_length or max_length)
     assert [type(m).__name__ for m in loaded] == ["Transformer", "Pooling"]  # no Normalize (documented)
     ref = torch.as_tensor(loaded.encode(sentences))
     torch.testing.assert_close(model.encode(sentences), ref, atol=1e-5, rtol=1e-5)

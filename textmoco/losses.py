@@ -50,12 +50,12 @@ class NegativeSelection:
 
 
 def _id_collisions(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, slots) where a queue slot holds the anchor's own sample id. A lookup table over ids makes this
-    O(K + B*c) (c = the few colliding slots) instead of a dense (B, K) comparison or a sort (``torch.isin``)."""
-    size = int(torch.maximum(queue_ids.max(), anchor_ids.max())) + 1
-    table = torch.zeros(size, dtype=torch.bool, device=queue_ids.device)
-    table[anchor_ids[anchor_ids >= 0]] = True
-    slots = (table[queue_ids.clamp(min=0)] & (queue_ids >= 0)).nonzero().squeeze(1)
+    """(rows, slots) where a queue slot holds the anchor's own sample id. A binary search of the K slot ids in the
+    B sorted anchor ids makes this O(K log B + B*c) (c = the few colliding slots), instead of a dense (B, K)
+    comparison or a sort of the queue (``torch.isin``)."""
+    sorted_ids = anchor_ids.sort().values
+    position = torch.searchsorted(sorted_ids, queue_ids).clamp(max=sorted_ids.numel() - 1)
+    slots = (sorted_ids[position] == queue_ids).nonzero().squeeze(1)
     rows, cols = (queue_ids[slots].unsqueeze(0) == anchor_ids.unsqueeze(1)).nonzero(as_tuple=True)
     return rows, slots[cols]
 
