@@ -18,6 +18,11 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 NONFINITE_POLICIES = ("skip", "stop")
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (used by the CLI's --help)."""
+    return field(default=default, metadata={"help": help})
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{name}={value!r} is invalid: {name} must be {allowed}")
@@ -58,18 +63,18 @@ class ObjectiveConfig(_Config):
         None = until the queue has been full once. The id guard is always on when ``id_guard``.
     """
 
-    temperature: float = 0.05
-    dual_weight: float = 0.5
-    dual_mode: str = "weighted"
-    key_negatives: str = "batch+queue"
-    selection: str = "top_k"
-    top_k: int = 512
-    top_fraction: float = 0.125
-    min_similarity: float = 0.3
-    n_random: int = 0
-    id_guard: bool = True
-    guard_threshold: Optional[float] = 0.9
-    filter_warmup_steps: Optional[int] = None
+    temperature: float = _opt(0.05, "softmax temperature tau (> 0); text 0.05, images 0.2")
+    dual_weight: float = _opt(0.5, "lambda of (1-lambda)*L_q2k + lambda*L_k2q in [0, 1]; 0 = plain MoCo")
+    dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, average; 2nd query forward)")
+    key_negatives: str = _opt("batch+queue", "negatives of the key-anchored term: batch+queue, queue or batch")
+    selection: str = _opt("top_k", "hard-negative rule on queue slots: none, top_k, top_fraction or min_similarity")
+    top_k: int = _opt(512, "slots kept per anchor with selection=top_k (> 0; more than filled = all)")
+    top_fraction: float = _opt(0.125, "fraction of filled slots kept with selection=top_fraction, in (0, 1]")
+    min_similarity: float = _opt(0.3, "cosine threshold with selection=min_similarity, in [-1, 1]")
+    n_random: int = _opt(0, "random easy negatives added back per anchor (>= 0)")
+    id_guard: bool = _opt(True, "drop queue slots (and batch negatives) holding the anchor's own sample id")
+    guard_threshold: Optional[float] = _opt(0.9, "drop slots with cosine above this as false negatives (None = off)")
+    filter_warmup_steps: Optional[int] = _opt(None, "steps with no selection/threshold guard (None = until the queue is full once)")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "temperature", self.temperature, "> 0")
@@ -104,8 +109,8 @@ class QueueConfig(_Config):
     """size: K, number of past keys (any positive integer; no divisibility by the batch needed).
     dtype: storage dtype of the keys ('float32', 'float16' or 'bfloat16'; half types halve memory)."""
 
-    size: int = 4096
-    dtype: str = "float32"
+    size: int = _opt(4096, "K, number of past keys kept as negatives (any integer > 0)")
+    dtype: str = _opt("float32", "storage dtype of the queue: float32, float16 or bfloat16 (half the memory)")
 
     def __post_init__(self) -> None:
         _check(int(self.size) == self.size and self.size > 0, "queue_size", self.size, "an integer > 0")
@@ -119,29 +124,28 @@ class TrainConfig(_Config):
     after optimizer step N with a checkpoint (schedules still follow ``max_steps``); resume later with
     ``resume_from='latest'`` — for pre-emptible / time-limited jobs."""
 
-    output_dir: str = "outputs/run"
-    batch_size: int = 64
-    max_steps: Optional[int] = None
-    epochs: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    lr_schedule: str = "cosine"
-    momentum: float = 0.995
-    momentum_schedule: str = "cosine"
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: Optional[float] = 1.0
-    mixed_precision: str = "no"
-    seed: int = 0
-    drop_last: bool = True
-    log_every: int = 1
-    save_every: Optional[int] = None
-    stop_after: Optional[int] = None
-    keep_checkpoints: int = 2
-    on_nonfinite: str = "skip"
-    num_workers: int = 0
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
+    output_dir: str = _opt("outputs/run", "run directory: checkpoints, metrics.jsonl, plot, results, exported model")
+    batch_size: int = _opt(64, "samples per process per micro-batch")
+    max_steps: Optional[int] = _opt(None, "optimizer steps (None = epochs x steps per epoch)")
+    epochs: int = _opt(1, "passes over the data when max_steps is None")
+    lr: float = _opt(2e-5, "peak AdamW learning rate")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases/norms)")
+    warmup_ratio: float = _opt(0.1, "fraction of steps of linear LR warm-up, in [0, 1)")
+    lr_schedule: str = _opt("cosine", "LR decay after warm-up: cosine, linear or constant")
+    momentum: float = _opt(0.995, "EMA momentum m of the key encoder at step 0, in [0, 1]")
+    momentum_schedule: str = _opt("cosine", "cosine (m raised to 1 over training) or constant")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step (queue/EMA advance once per step)")
+    max_grad_norm: Optional[float] = _opt(1.0, "gradient clipping norm (None = off)")
+    mixed_precision: str = _opt("no", "no, fp16 or bf16 (Accelerate autocast; loss logits stay float32)")
+    seed: int = _opt(0, "random seed (model init, data order, dropout, augmentation)")
+    drop_last: bool = _opt(True, "drop the short last batch of an epoch (False: keep it)")
+    log_every: int = _opt(1, "write a metrics.jsonl row every N optimizer steps")
+    save_every: Optional[int] = _opt(None, "checkpoint every N optimizer steps (always at the end)")
+    stop_after: Optional[int] = _opt(None, "end this invocation after step N with a checkpoint; resume later")
+    keep_checkpoints: int = _opt(2, "how many recent checkpoints to keep")
+    on_nonfinite: str = _opt("skip", "on a NaN/inf loss: skip the step (queue untouched) or stop")
+    num_workers: int = _opt(0, "DataLoader worker processes")
+    progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")

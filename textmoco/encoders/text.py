@@ -17,6 +17,7 @@ in ``encode``/``export``), D = hidden size.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -261,7 +262,7 @@ class TextEncoder(EncoderAdapter):
         """Write a sentence-transformers directory (Transformer + Pooling, ``max_seq_length = eval_max_length``) to
         ``output_dir``; returns its path. Loading it with sentence-transformers >= 6 gives :meth:`encode`'s vectors.
 
-        ``info`` (JSON-serialisable: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
+        ``info`` (JSON-serialisable values or dataclasses: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
         README with :func:`textmoco.export.write_model_card`.
         """
         try:
@@ -284,5 +285,7 @@ class TextEncoder(EncoderAdapter):
         if info:
             from ..export import save_json
 
+            info = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                    for k, v in info.items()}
             save_json(os.path.join(output_dir, "textmoco_info.json"), info)
         return output_dir

@@ -1,0 +1,48 @@
+"""What every recipe does around training: check the output directory before anything is written, save the
+resolved configuration, write results.json and the training-curve plot."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Optional
+
+from .checkpointing import LATEST, atomic_write_json, checkpoint_root, resolve_resume
+
+SECRET_OPTIONS = ("hub_token", "token")
+
+
+def prepare_output_dir(output_dir: str, resume: Optional[str], overwrite: bool = False) -> Optional[Path]:
+    """Validate ``output_dir`` before any file is written; returns the checkpoint to resume from (or None).
+
+    Refuses to start a fresh run over an earlier run's checkpoints (pass --resume latest or --overwrite), a path
+    that is a file, and a --resume path that does not exist."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {output_dir!r} is a file; pass a directory path (it will be created)")
+    checkpoint = resolve_resume(resume, output_dir)
+    if resume not in (None, LATEST) and checkpoint is None:
+        raise ValueError(f"resume={resume!r} does not exist")
+    earlier = (checkpoint_root(path) / LATEST).exists()
+    if checkpoint is None and earlier and not overwrite:
+        raise ValueError(f"output_dir {output_dir!r} holds an earlier run's checkpoints; pass --resume latest to "
+                         "continue it, --overwrite to start over in it, or another --output_dir")
+    path.mkdir(parents=True, exist_ok=True)
+    return checkpoint
+
+
+def public_options(args: argparse.Namespace | dict) -> dict:
+    """The resolved options without secrets (Hub tokens are never saved or printed)."""
+    values = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    return {k: v for k, v in values.items() if k not in SECRET_OPTIONS}
+
+
+def save_resolved_config(output_dir: str, args: argparse.Namespace | dict, name: str = "config.json") -> Path:
+    path = Path(output_dir) / name
+    atomic_write_json(path, public_options(args))
+    return path
+
+
+def write_results(output_dir: str, results: dict[str, Any]) -> Path:
+    path = Path(output_dir) / "results.json"
+    atomic_write_json(path, results)
+    return path
