@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--queue", type=int, default=20)
     parser.add_argument("--key-negatives", default="batch+queue")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only build the trainer and write '<out>.<RANK>' with the world size it sees")
     args = parser.parse_args()
 
     torch.use_deterministic_algorithms(True)
@@ -46,6 +48,10 @@ def main() -> None:
     train = TrainConfig(output_dir=args.output_dir, batch_size=args.batch, max_steps=args.steps, lr=1e-2,
                         momentum=0.9, max_grad_norm=1.0, progress=False, seed=0)
     trainer = MoCoTrainer(model, data, objective, QueueConfig(size=args.queue), train)
+    if args.check_only:
+        with open(f"{args.out}.{os.environ.get('RANK', '0')}", "w") as f:
+            f.write(f"{trainer.accelerator.num_processes} {trainer.accelerator.process_index}\n")
+        return
 
     snapshots = []  # queue ids / keys after every step: pins the composition and order of each global batch
     enqueue = trainer.queue.enqueue

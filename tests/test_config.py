@@ -72,7 +72,7 @@ def test_impossible_values_raise_named_errors(cls, option, value, words):
     (ObjectiveConfig, dict(dual_mode="symmetric", top_fraction=1.0, guard_threshold=1.0, dual_weight=1.0)),
     (QueueConfig, dict(size=1, dtype="bfloat16")),
     (TrainConfig, dict(batch_size=1, max_steps=1, warmup_ratio=0.0, momentum=1.0, momentum_schedule="constant",
-                       max_grad_norm=None, mixed_precision="bf16", stop_after=3, extra={"a": [1, 2]})),
+                       max_grad_norm=None, mixed_precision="bf16", stop_after=3, save_every=5)),
 ])
 def test_edge_values_accepted_and_round_trip(cls, values):
     cfg = cls(**values)

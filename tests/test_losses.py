@@ -324,10 +324,14 @@ def test_n_random_loss_uses_the_selected_slots(n_random):
     torch.manual_seed(123)
     sel = select_hard_negatives(q @ queue[0].t(), ids, queue[1], queue[2], cfg, True)
     torch.manual_seed(123)
-    got = lib_loss(q, k, ids, queue, cfg)
-    ref = sum(ref_anchor_loss(q[i], k[i], [queue[0][n] for n in sorted(kept_slots(sel, i, K))], cfg.temperature)
+    qa, qb = q.clone().requires_grad_(), q.clone().requires_grad_()
+    got = lib_loss(qa, k, ids, queue, cfg)
+    ref = sum(ref_anchor_loss(qb[i], k[i], [queue[0][n] for n in sorted(kept_slots(sel, i, K))], cfg.temperature)
               for i in range(q.shape[0])) / q.shape[0]
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    got.backward()
+    ref.backward()
+    torch.testing.assert_close(qa.grad, qb.grad.float(), rtol=1e-4, atol=1e-5)
 
 
 def test_dense_mask_agrees_with_index_when_n_random_exceeds_candidates():

@@ -173,5 +173,7 @@ def push_to_hub(output_dir: str | os.PathLike, repo_id: str, private: bool = Fal
 
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(folder_path=output_dir, repo_id=repo_id, repo_type="model", commit_message=commit_message)
+    # training artefacts (checkpoints with optimizer state, temp files) stay local
+    api.upload_folder(folder_path=output_dir, repo_id=repo_id, repo_type="model", commit_message=commit_message,
+                      ignore_patterns=["checkpoints/*", "checkpoints/**", ".tmp-*", "*.tmp-*"])
     return str(repo_url)

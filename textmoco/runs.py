@@ -36,7 +36,7 @@ def public_options(args: argparse.Namespace | dict) -> dict:
     return {k: v for k, v in values.items() if k not in SECRET_OPTIONS}
 
 
-def save_resolved_config(output_dir: str, args: argparse.Namespace | dict, name: str = "config.json") -> Path:
+def save_resolved_config(output_dir: str, args: argparse.Namespace | dict, name: str = "textmoco_config.json") -> Path:
     path = Path(output_dir) / name
     atomic_write_json(path, public_options(args))
     return path
@@ -46,3 +46,25 @@ def write_results(output_dir: str, results: dict[str, Any]) -> Path:
     path = Path(output_dir) / "results.json"
     atomic_write_json(path, results)
     return path
+
+
+def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str, Any],
+               push_to_hub: Optional[str] = None, hub_private: bool = False) -> None:
+    """After training (main process only): export the encoder into ``output_dir``, write the model card,
+    results.json and training_curve.png, and optionally upload the directory (checkpoints excluded)."""
+    from .export import push_to_hub as upload
+    from .export import write_model_card
+    from .plotting import plot_training_curve
+
+    trainer.export(output_dir, results=results)
+    if not trainer.accelerator.is_main_process:
+        return
+    write_model_card(output_dir, metrics=results.get("metrics", {}), train_config=trainer.cfg.to_dict(),
+                     objective_config={**trainer.objective.to_dict(), **{f"queue_{k}": v for k, v in
+                                                                          trainer.queue_cfg.to_dict().items()}},
+                     **card)
+    write_results(output_dir, results)
+    plot_training_curve(trainer.metrics_path, Path(output_dir) / "training_curve.png", title=card.get("title", ""))
+    if push_to_hub:
+        url = upload(output_dir, push_to_hub, private=hub_private)
+        print(f"pushed to {url}")

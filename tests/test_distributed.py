@@ -1,0 +1,115 @@
+"""A real 2-process CPU (gloo) run against a 1-process run with the double batch (METHOD.md: "Two processes with
+batch b each give the same loss and queue as one process with batch 2b").
+
+Accelerate's prepared data loader gives process p the batches p, p+2, ... of the batch-b sampler, so the global
+batch of step i on 2 processes is samples [2bi, 2bi + 2b) of the same permutation — exactly the 1-process batch of
+size 2b. The queue snapshots after every step pin that, as well as the rank order of the all-gathered keys.
+"""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+REPO = WORKER.parent.parent
+B = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(**extra):
+    e = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    e.pop("ACCELERATE_USE_CPU", None)
+    e.update(extra)
+    return e
+
+
+def torchrun(args, **extra_env):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(WORKER)] + args
+    return subprocess.Popen(cmd, cwd=REPO, env=env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def single(args):
+    return subprocess.Popen([sys.executable, str(WORKER)] + args, cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=240):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    # The two-process run is launched with ACCELERATE_USE_CPU=1: without it Accelerate does not recognise a CPU
+    # torchrun job at all (see test_plain_torchrun_on_cpu_is_distributed). Both runs go at once to save time.
+    two = torchrun(["--batch", str(B), "--out", str(tmp / "two.pt"), "--output-dir", str(tmp / "two")],
+                   ACCELERATE_USE_CPU="1")
+    one = single(["--batch", str(2 * B), "--out", str(tmp / "one.pt"), "--output-dir", str(tmp / "one")])
+    finish(one)
+    finish(two)
+    load = lambda p: torch.load(p, weights_only=False)  # noqa: E731
+    return load(tmp / "two.pt"), load(tmp / "one.pt")
+
+
+def test_two_processes_equal_one_process_with_double_batch(runs):
+    two, one = runs
+    assert two["world"] == 2 and one["world"] == 1
+    assert len(two["losses"]) == len(one["losses"]) == 10
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
+    for key in ("loss_q2k", "loss_k2q", "pos_cos", "neg_cos", "kept_fraction"):
+        torch.testing.assert_close(torch.tensor([r[key] for r in two["stats"]]),
+                                   torch.tensor([r[key] for r in one["stats"]]), rtol=0, atol=1e-5,
+                                   equal_nan=True, msg=key)
+    # every step wrote the same global batch, in the same order, with the same keys
+    assert len(two["snap_ids"]) == len(one["snap_ids"]) == 10
+    for step, (a, b) in enumerate(zip(two["snap_ids"], one["snap_ids"]), 1):
+        assert torch.equal(a, b), f"queue ids differ after step {step}"
+    for a, b in zip(two["snap_keys"], one["snap_keys"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert torch.equal(two["queue_ids"], one["queue_ids"]) and two["queue_ptr"] == one["queue_ptr"]
+    assert torch.equal(two["queue_filled"], one["queue_filled"])
+    torch.testing.assert_close(two["queue_keys"], one["queue_keys"], rtol=0, atol=1e-5)
+    for branch in ("query", "key"):
+        for name in one[branch]:
+            torch.testing.assert_close(two[branch][name], one[branch][name], rtol=0, atol=1e-5,
+                                       msg=f"{branch}.{name}")
+
+
+def test_runs_exercised_the_full_objective(runs):
+    _, one = runs
+    stats = one["stats"]
+    assert all(r["loss_k2q"] > 0 for r in stats)  # the dual term with batch negatives is on from step 1
+    assert any(r["kept_fraction"] < 0.5 for r in stats)  # top-k selection active once the queue is full
+    # the queue (20 slots, 8 keys a step, 32 samples) wraps around and holds a sample twice across an epoch
+    # boundary, so the id guard has work to do
+    ids = torch.stack(one["snap_ids"])
+    assert ids.shape == (10, 20) and (ids[-1] >= 0).all()
+    assert any(len(set(s.tolist())) < 20 for s in ids[2:])
+    # parameters moved (otherwise equal parameters would prove nothing)
+    assert any(r["lr"] > 0 for r in stats)
+
+
+def test_plain_torchrun_on_cpu_is_distributed(tmp_path):
+    """`torchrun --nproc_per_node 2 train.py` on a CPU-only machine must give a 2-process job. Accelerate only
+    treats a CPU torchrun job as distributed with cpu=True / ACCELERATE_USE_CPU=1; otherwise every process trains
+    alone as 'the main process' and all of them write the same checkpoint directory."""
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    proc = torchrun(["--batch", str(B), "--out", str(tmp_path / "world"), "--output-dir", str(tmp_path / "run"),
+                     "--check-only"])
+    finish(proc)
+    seen = sorted((tmp_path / f"world.{r}").read_text().split() for r in (0, 1))
+    assert seen == [["2", "0"], ["2", "1"]], f"(num_processes, process_index) per rank: {seen}"
