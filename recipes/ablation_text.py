@@ -57,8 +57,8 @@ def main() -> None:
     scores = json.loads(json_path.read_text()) if json_path.exists() else {}
     if "start" not in scores:
         scores["start"] = evaluate_sts(train_text.TextEncoder(train_text.default_model(), eval_max_length=256))["spearman"]
-    for name in names:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: a first full row early
+        for name in names:
             if str(seed) in scores.get(name, {}):
                 continue  # resumable: finished runs are kept
             scores.setdefault(name, {})[str(seed)] = run_cell(name, cells[name], seed, args)
