@@ -82,10 +82,11 @@ class ObjectiveConfig(_Config):
         _choice("dual_mode", self.dual_mode, DUAL_MODES)
         _choice("key_negatives", self.key_negatives, KEY_NEGATIVES)
         _choice("selection", self.selection, SELECTIONS)
-        _check(int(self.top_k) == self.top_k and self.top_k > 0, "top_k", self.top_k, "an integer > 0")
+        _check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k > 0, "top_k",
+               self.top_k, "an integer > 0")
         _check(0.0 < self.top_fraction <= 1.0, "top_fraction", self.top_fraction, "in (0, 1]")
         _check(-1.0 <= self.min_similarity <= 1.0, "min_similarity", self.min_similarity, "in [-1, 1]")
-        _check(self.n_random >= 0, "n_random", self.n_random, "an integer >= 0")
+        _check(isinstance(self.n_random, int) and self.n_random >= 0, "n_random", self.n_random, "an integer >= 0")
         if self.guard_threshold is not None:
             _check(-1.0 < self.guard_threshold <= 1.0, "guard_threshold", self.guard_threshold,
                    "in (-1, 1] or None (off)")

@@ -45,8 +45,14 @@ class NegativeSelection:
         """(B, K) bool keep-mask, for inspection and tests."""
         if self.index is None:
             return self.valid.clone()
-        mask = torch.zeros(self.index.shape[0], num_slots, dtype=torch.bool, device=self.index.device)
-        return mask.scatter_(1, self.index, self.valid if self.valid is not None else True)
+        valid = self.valid if self.valid is not None else torch.ones_like(self.index, dtype=torch.bool)
+        return _scatter_or(self.index, valid, num_slots)
+
+
+def _scatter_or(index: torch.Tensor, flags: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """(B, K) mask, True where some (row, index[row, j]) has flags[row, j] (duplicate indices OR, not overwrite)."""
+    counts = torch.zeros(index.shape[0], num_slots, dtype=torch.int32, device=index.device)
+    return counts.scatter_add_(1, index, flags.to(torch.int32)) > 0
 
 
 def _id_collisions(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,18 +103,25 @@ def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor]
             index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_valid], 1)
             values = torch.cat([values, sims.detach().gather(1, r_index).masked_fill(~r_valid, NEG_INF)], 1)
         return NegativeSelection(index, valid, values)
-    keep = None
-    if filter_active and cfg.selection == "min_similarity" and num_filled > 0:
-        keep = sims.detach() >= cfg.min_similarity
+    valid = None  # the guards: filled, threshold, id
     if threshold is not None:
-        keep = (sims.detach() <= threshold) if keep is None else keep & (sims.detach() <= threshold)
+        valid = sims.detach() <= threshold
     if num_filled < K:
-        keep = filled.unsqueeze(0).expand(B, K).clone() if keep is None else keep & filled.unsqueeze(0)
+        valid = filled.unsqueeze(0).expand(B, K).clone() if valid is None else valid & filled.unsqueeze(0)
     if cfg.id_guard and anchor_ids is not None:
         rows, slots = _id_collisions(anchor_ids, queue_ids)
         if rows.numel():
-            keep = torch.ones(B, K, dtype=torch.bool, device=sims.device) if keep is None else keep
-            keep[rows, slots] = False
+            valid = torch.ones(B, K, dtype=torch.bool, device=sims.device) if valid is None else valid
+            valid[rows, slots] = False
+    keep = valid
+    if filter_active and cfg.selection == "min_similarity" and num_filled > 0:
+        chosen = sims.detach() >= cfg.min_similarity
+        keep = chosen if valid is None else chosen & valid
+        if cfg.n_random > 0:
+            noise = torch.rand(B, K, device=sims.device, generator=generator)
+            noise.masked_fill_(keep if valid is None else keep | ~valid, -1.0)
+            r_values, r_index = torch.topk(noise, min(cfg.n_random, K), dim=1, sorted=False)
+            keep = keep | _scatter_or(r_index, r_values >= 0, K)
     return NegativeSelection(None, keep)
 
 

@@ -34,7 +34,8 @@ def plot_training_curve(metrics_path: str | Path, png_path: str | Path, title: s
     for ax, label, series in panels:
         for key, name in series:
             if any(key in r for r in rows):
-                ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=name)
+                values = [r.get(key) for r in rows]
+                ax.plot(steps, [float("nan") if v is None else v for v in values], label=name)
         ax.set_title(label)
         ax.grid(alpha=0.3)
         if len(series) > 1:

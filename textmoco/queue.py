@@ -53,7 +53,7 @@ class NegativeQueue:
         return self.keys.numel() * self.keys.element_size()
 
     def state_dict(self) -> dict:
-        return {"keys": self.keys.cpu(), "ids": self.ids.cpu(), "filled": self.filled.cpu(),
+        return {"keys": self.keys.cpu().clone(), "ids": self.ids.cpu().clone(), "filled": self.filled.cpu().clone(),
                 "ptr": self.ptr, "num_enqueued": self.num_enqueued, "dtype": self.dtype_name}
 
     def load_state_dict(self, state: dict) -> None:
@@ -61,9 +61,9 @@ class NegativeQueue:
             raise ValueError(f"checkpoint queue has shape {tuple(state['keys'].shape)} but this run uses "
                              f"queue_size={self.size}, dim={self.dim}; resume with the same queue_size")
         device = self.device
-        self.keys = state["keys"].to(device=device, dtype=self.keys.dtype)
-        self.ids = state["ids"].to(device)
-        self.filled = state["filled"].to(device)
+        self.keys = state["keys"].to(device=device, dtype=self.keys.dtype, copy=True)
+        self.ids = state["ids"].to(device, copy=True)
+        self.filled = state["filled"].to(device, copy=True)
         self.ptr, self.num_enqueued = int(state["ptr"]), int(state["num_enqueued"])
 
     # ------------------------------------------------------------------ use

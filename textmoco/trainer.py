@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -55,6 +56,11 @@ class IdCollator:
         return {"ids": ids, "inputs": self.collate([s for _, s in items])}
 
 
+def _finite_or_none(row: dict) -> dict:
+    """Strict JSON: NaN/inf (e.g. neg_cos while the queue is empty) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
                  queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None):
@@ -62,11 +68,17 @@ class MoCoTrainer:
             raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
         self.objective, self.queue_cfg, self.cfg = objective, queue, train
         self.accelerator = accelerator or Accelerator(
+            # a CPU torchrun job is only recognised as distributed with cpu=True
+            cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed))
         set_seed(train.seed)
         world = self.accelerator.num_processes
+        if world != int(os.environ.get("WORLD_SIZE", world)):
+            raise RuntimeError(f"launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate sees {world} "
+                               "process(es); launch with torchrun or accelerate launch (--multi_gpu / "
+                               "ACCELERATE_USE_CPU=true on CPU)")
         if train.drop_last and len(train_dataset) < train.batch_size * world:
             raise ValueError(f"the training data has {len(train_dataset)} samples, fewer than one batch "
                              f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
@@ -81,7 +93,8 @@ class MoCoTrainer:
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=train.lr)
         self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
-        self.steps_per_epoch = max(1, len(self.loader) // train.gradient_accumulation_steps)
+        # Accelerate also steps at the end of the data, so a short last window is a step of its own
+        self.steps_per_epoch = max(1, math.ceil(len(self.loader) / train.gradient_accumulation_steps))
         self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
         self.scheduler = get_scheduler(train.lr_schedule if train.lr_schedule != "constant" else
                                        "constant_with_warmup", optimizer,
@@ -133,10 +146,11 @@ class MoCoTrainer:
             checkpointing.atomic_write_text(self.metrics_path, "".join(r + "\n" for r in rows))
 
     def _log(self, row: dict) -> None:
+        row = _finite_or_none(row)
         self.history.append(row)
         if self.accelerator.is_main_process:
             with open(self.metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(row, allow_nan=False) + "\n")
 
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: dict):
@@ -204,7 +218,7 @@ class MoCoTrainer:
                     self._log(self._metrics_row(step, m, window_stats, window_ok, started))
                 pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
                 bar.update(1)
-                if self.history:
+                if self.history and self.history[-1].get("loss") is not None:
                     bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
                 if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
                     self.save()

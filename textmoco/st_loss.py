@@ -1,0 +1,109 @@
+"""The textmoco objective as a sentence-transformers loss, for ``SentenceTransformerTrainer``.
+
+The loss owns the momentum (key) encoder — an EMA copy of the SentenceTransformer — and the negative queue, and
+computes the loss with ``losses.compute_loss_from_embeddings``. Data: one text column (SimCSE-style: the same
+sentence twice, dropout makes the views) or two columns (anchor, positive: q from the anchor, k from the positive).
+
+Differences from the Accelerate recipe, by necessity of the Trainer API: the EMA step runs at the start of each
+forward (i.e. after the previous optimizer step) and the queue advances once per forward (per micro-batch under
+gradient accumulation; a forward's keys enter the queue at the next forward, after its backward); sample ids for the id guard are a hash of the token ids (duplicates share an id); the queue
+is not in the Trainer's checkpoints (``state_dict`` of this module holds the key encoder, not the queue).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ObjectiveConfig
+from .losses import compute_loss_from_embeddings
+from .momentum import ema_update, momentum_at
+from .queue import NegativeQueue
+
+CITATION = """@article{hoang2025momentum,
+  title={Momentum Contrastive Learning with Enhanced Negative Sampling and Hard Negative Filtering},
+  author={Hoang, Duy and Ngo, Huy and Pham, Khoi and Nguyen, Tri and Bao, Gia and Phan, Huy},
+  journal={arXiv preprint arXiv:2501.16360},
+  year={2025}
+}"""
+
+
+def token_ids_hash(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, T) token ids -> (B,) int64 id, equal for equal token sequences (padding ignored)."""
+    ids = input_ids.long()
+    if attention_mask is not None:
+        ids = ids * attention_mask.long()
+    weights = torch.arange(1, ids.shape[1] + 1, device=ids.device, dtype=torch.long) * 1_000_003 + 7
+    return ((ids + 1) * weights).sum(dim=1) % (2 ** 62)
+
+
+class TextMoCoLoss(nn.Module):
+    """sentence-transformers loss: ``TextMoCoLoss(model, objective=ObjectiveConfig(), queue_size=4096, ...)``.
+
+    Args:
+        model: the SentenceTransformer being trained (query encoder).
+        objective: the loss settings (temperature, dual-view, selection, guard); defaults as the recipes.
+        queue_size / queue_dtype: the negative queue.
+        momentum / momentum_schedule / total_steps: EMA of the key encoder; with ``momentum_schedule='cosine'``
+            ``total_steps`` (the Trainer's max_steps) is required to raise m to 1.
+    """
+
+    def __init__(self, model: nn.Module, objective: Optional[ObjectiveConfig] = None, queue_size: int = 4096,
+                 queue_dtype: str = "float32", momentum: float = 0.995, momentum_schedule: str = "constant",
+                 total_steps: Optional[int] = None):
+        super().__init__()
+        if momentum_schedule == "cosine" and not total_steps:
+            raise ValueError("momentum_schedule='cosine' needs total_steps (the Trainer's max_steps)")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum={momentum!r} is invalid: momentum must be in [0, 1]")
+        self.model = model
+        self.objective = objective or ObjectiveConfig()
+        self.key_model = copy.deepcopy(model)
+        for p in self.key_model.parameters():
+            p.requires_grad_(False)
+        dim = model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension") \
+            else model.get_embedding_dimension()
+        self.queue = NegativeQueue(queue_size, dim, queue_dtype)
+        self.momentum, self.momentum_schedule, self.total_steps = momentum, momentum_schedule, total_steps
+        self.steps = 0
+        self._pending: Optional[tuple] = None
+        self.last_stats: dict = {}
+
+    def _embed(self, module: nn.Module, features: dict) -> torch.Tensor:
+        return F.normalize(module(dict(features))["sentence_embedding"].float(), dim=-1)
+
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: Any = None) -> torch.Tensor:
+        features = list(sentence_features)
+        anchor, positive = features[0], features[1] if len(features) > 1 else features[0]
+        if self.queue.device != anchor["input_ids"].device:
+            self.queue.to(anchor["input_ids"].device)
+        if self.training and self.steps > 0:  # the previous step's backward is done: EMA, then enqueue its keys
+            m = momentum_at(self.steps, self.total_steps or 0, self.momentum, self.momentum_schedule)
+            ema_update(self.key_model, self.model, m)
+            if self._pending is not None:
+                self.queue.enqueue(*self._pending)
+            self._pending = None
+        ids = token_ids_hash(anchor["input_ids"], anchor.get("attention_mask"))
+        q = self._embed(self.model, anchor)
+        with torch.no_grad():
+            self.key_model.train(self.model.training)
+            k = self._embed(self.key_model, positive)
+        filter_active = self.queue.is_full if self.objective.filter_warmup_steps is None \
+            else self.steps >= self.objective.filter_warmup_steps
+        out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective, filter_active)
+        if self.training:  # enqueued at the next forward: the queue tensors are needed by this backward
+            self._pending = (k, ids) if bool(torch.isfinite(out.loss)) else None
+            self.steps += 1
+        self.last_stats = out.stats
+        return out.loss
+
+    def get_config_dict(self) -> dict:
+        return {**self.objective.to_dict(), "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
+                "momentum": self.momentum, "momentum_schedule": self.momentum_schedule}
+
+    @property
+    def citation(self) -> str:
+        return CITATION
