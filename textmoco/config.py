@@ -147,6 +147,7 @@ class TrainConfig(_Config):
     on_nonfinite: str = _opt("skip", "on a NaN/inf loss: skip the step (queue untouched) or stop")
     num_workers: int = _opt(0, "DataLoader worker processes")
     progress: bool = _opt(True, "show a progress bar")
+    report_to: Optional[str] = _opt(None, "Accelerate tracker(s), comma-separated: tensorboard, wandb, ... (None = off)")
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")

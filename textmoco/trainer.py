@@ -72,6 +72,8 @@ class MoCoTrainer:
             cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
             mixed_precision=train.mixed_precision,
             gradient_accumulation_steps=train.gradient_accumulation_steps,
+            log_with=train.report_to.split(",") if train.report_to else None,
+            project_dir=train.output_dir,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed))
         set_seed(train.seed)
         world = self.accelerator.num_processes
@@ -105,6 +107,9 @@ class MoCoTrainer:
         self.output_dir = Path(train.output_dir)
         self.metrics_path = self.output_dir / "metrics.jsonl"
         self.history: list[dict] = []
+        if train.report_to:
+            self.accelerator.init_trackers("textmoco", config={**objective.to_dict(), **train.to_dict(),
+                                                               "queue_size": queue.size})
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -148,6 +153,8 @@ class MoCoTrainer:
     def _log(self, row: dict) -> None:
         row = _finite_or_none(row)
         self.history.append(row)
+        if self.cfg.report_to:
+            self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
         if self.accelerator.is_main_process:
             with open(self.metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row, allow_nan=False) + "\n")
@@ -229,6 +236,8 @@ class MoCoTrainer:
                 self.state["batches_in_epoch"] = 0
         bar.close()
         self.save()
+        if self.cfg.report_to:
+            self.accelerator.end_training()
         return self.history
 
     def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
