@@ -236,8 +236,9 @@ class MoCoTrainer:
                 self.state["batches_in_epoch"] = 0
         bar.close()
         self.save()
-        if self.cfg.report_to:
-            self.accelerator.end_training()
+        if self.cfg.report_to:  # not accelerator.end_training(): it destroys the process group (teardown aborts)
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
         return self.history
 
     def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
