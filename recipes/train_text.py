@@ -16,13 +16,14 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.cli import build_parser, configs_from_args, parse_args, run_main
-from textmoco.data.text import SentenceDataset, load_dataset_sentences, read_sentences, sts_train_sentences
+from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
+from textmoco.data.text import (SentenceDataset, load_dataset_sentences, load_sts_pairs, read_sentences,
+                                sts_train_sentences)
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.sts import evaluate_sts
-from textmoco.runs import finish_run, prepare_output_dir, save_resolved_config
-from textmoco.trainer import MoCoTrainer
+from textmoco.runs import finish_run, save_resolved_config, start_run
+from textmoco.trainer import MoCoTrainer, check_dataset_size
 
 TEXT_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 2e-5, "batch_size": 64, "max_steps": 150,
                  "queue_size": 4096, "output_dir": "outputs/text"}
@@ -52,12 +53,8 @@ def get_parser():
     g.add_argument("--head_dim", type=int, default=0, help="add an MLP projection head of this output size (0 = none)")
     g.add_argument("--eval_split", default="test", help="STS split (test/dev) or a csv/tsv of sentence1,sentence2,score")
     g.add_argument("--no_eval_before", action="store_true", help="skip the evaluation of the starting model")
-    g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
-    g.add_argument("--overwrite", action="store_true", help="start over in an output_dir that has an earlier run")
     g.add_argument("--trust_remote_code", action="store_true", help="allow custom model code from the Hub")
-    g.add_argument("--push_to_hub", action="store_true", help="upload the exported model to the Hub")
-    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
-    g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    add_run_arguments(parser)
     return parser
 
 
@@ -74,27 +71,38 @@ def load_sentences(args) -> list[str]:
     return sts_train_sentences()
 
 
+def quiet_progress_bars() -> None:
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
-    objective, queue, train = configs_from_args(args)
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (user/name)")
+    objective, queue, train, checkpoint = start_run(args, save_config=False)
     state = PartialState()
-    checkpoint = prepare_output_dir(train.output_dir, args.resume, args.overwrite)
+    if not train.progress:  # --progress false: no model-loading bars either
+        quiet_progress_bars()
+    load_sts_pairs(args.eval_split)  # a bad --eval_split fails now, not after training
     sentences = load_sentences(args)
+    check_dataset_size(len(sentences), train, state.num_processes)  # before the model is loaded
     set_seed(train.seed)
     encoder = TextEncoder(args.model or default_model(), pooling=args.pooling, max_length=args.max_length,
                           eval_max_length=args.eval_max_length, token_augment=args.token_augment,
                           augment_rate=args.augment_rate, trust_remote_code=args.trust_remote_code)
     head = ProjectionHead(encoder.embedding_dim, encoder.embedding_dim, args.head_dim) if args.head_dim else None
     out = Path(train.output_dir)
-    if state.is_main_process:
-        save_resolved_config(train.output_dir, args)
     before_path = out / "eval_before.json"
     if state.is_main_process and not args.no_eval_before and not before_path.exists():
         before_path.write_text(json.dumps(evaluate_sts(encoder, args.eval_split)))
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)
+    if checkpoint is not None:
+        trainer.check_checkpoint(checkpoint)  # a mismatched resume fails before the earlier run's files change
+    if state.is_main_process:
+        save_resolved_config(train.output_dir, args)
     state.print(f"training on {len(sentences)} sentences for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)
     results = {"train_sentences": len(sentences), "steps": trainer.state["step"], "eval_split": args.eval_split}

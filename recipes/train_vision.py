@@ -16,12 +16,12 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.cli import build_parser, configs_from_args, parse_args, run_main
+from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.images import ImageDataset, load_digits_split, load_image_dataset, load_mnist_5k
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
-from textmoco.runs import finish_run, prepare_output_dir, save_resolved_config
+from textmoco.runs import finish_run, start_run
 from textmoco.trainer import MoCoTrainer
 
 VISION_DEFAULTS = {"temperature": 0.2, "momentum": 0.99, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
@@ -51,11 +51,7 @@ def get_parser():
     g.add_argument("--head_hidden", type=int, default=512, help="MLP head hidden width")
     g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
     g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
-    g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
-    g.add_argument("--overwrite", action="store_true", help="start over in an output_dir that has an earlier run")
-    g.add_argument("--push_to_hub", action="store_true", help="upload the exported backbone to the Hub")
-    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
-    g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    add_run_arguments(parser)
     return parser
 
 
@@ -89,18 +85,13 @@ def build_encoder(args, channels: int, size: int, seed: int) -> VisionEncoder:
 
 def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
-    objective, queue, train = configs_from_args(args)
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (user/name)")
+    objective, queue, train, checkpoint = start_run(args)
     state = PartialState()
-    checkpoint = prepare_output_dir(train.output_dir, args.resume, args.overwrite)
     x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
     set_seed(train.seed)
     encoder = build_encoder(args, x_tr.shape[1], x_tr.shape[-1], train.seed)
     head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim) if args.head_dim else None)
     out = Path(train.output_dir)
-    if state.is_main_process:
-        save_resolved_config(train.output_dir, args)
     before_path = out / "eval_before.json"
     if state.is_main_process and not before_path.exists():
         before = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))

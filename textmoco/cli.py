@@ -23,6 +23,7 @@ def _none_or(cast: Callable) -> Callable:
     def parse(text: str):
         return None if text.lower() in ("none", "null", "off") else cast(text)
     parse.__name__ = cast.__name__
+    parse.optional = True  # type: ignore[attr-defined]
     return parse
 
 
@@ -44,12 +45,19 @@ def _caster(annotation: Any) -> Callable:
     return _none_or(cast) if optional else cast
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (unknown option, invalid choice, a value of the wrong type) are one
+    ``error: ...`` line on stderr and exit code 2, like every other bad input, instead of the whole usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message}; see --help\n")
+
+
 def build_parser(description: str, defaults: Optional[dict] = None) -> argparse.ArgumentParser:
     """A parser with ``--config`` and one option per config field; ``defaults`` overrides dataclass defaults
     (e.g. the image recipe's temperature 0.2)."""
     defaults = defaults or {}
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineErrorParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None,
                         help="YAML or JSON file of options (same names as below); command-line options win")
     for cls, prefix, title in SECTIONS:
@@ -60,6 +68,16 @@ def build_parser(description: str, defaults: Optional[dict] = None) -> argparse.
             group.add_argument(f"--{name}", type=_caster(f.type), default=default, metavar=f.name.upper(),
                                help=f.metadata.get("help", ""))
     return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training recipe has: resume/overwrite and the Hub upload."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
+    g.add_argument("--overwrite", action="store_true", help="start over in an output_dir that has an earlier run")
+    g.add_argument("--push_to_hub", action="store_true", help="upload the exported model to the Hub")
+    g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
+    g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
 
 
 def load_config_file(path: str) -> dict:
@@ -73,28 +91,51 @@ def load_config_file(path: str) -> dict:
             values = yaml.safe_load(text) or {}
         else:
             values = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - report the parser's message
-        raise ValueError(f"--config {path!r} is not valid {file.suffix.lstrip('.') or 'JSON'}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - report the parser's message, on one line
+        mark = getattr(err, "problem_mark", None)  # yaml.MarkedYAMLError
+        detail = getattr(err, "problem", None) or str(err)
+        if mark is not None:
+            detail += f" (line {mark.line + 1}, column {mark.column + 1})"
+        detail = " ".join(str(detail).split())
+        kind = "YAML" if file.suffix.lower() in (".yaml", ".yml") else "JSON"
+        raise ValueError(f"--config {path!r} is not valid {kind}: {detail}") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path!r} must hold a mapping of option: value, got {type(values).__name__}")
     return values
 
 
+def _config_value(action: argparse.Action, value: Any, path: str) -> Any:
+    """A value from a --config file, converted and checked exactly like the same option on the command line."""
+    where = f"--config {path!r}: {action.dest}={value!r} is invalid"
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"{where}: give a single value, as on the command line")
+    flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+    cast = _bool if flag else (action.type or str)
+    if value is None:
+        if action.default is None or getattr(cast, "optional", False):
+            return None
+        raise ValueError(f"{where}: {action.dest} needs a value (it has no 'none' setting)")
+    try:
+        value = cast(str(value))
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise ValueError(f"{where}: expected {'true/false' if cast is _bool else cast.__name__}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where}: choose from {list(action.choices)}")
+    return value
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """Parse with the config file (if any) as defaults, so that options given on the command line win."""
+    """Parse with the config file (if any) as defaults, so that options given on the command line win. Values in
+    the file are converted and checked like the same options on the command line."""
     first, _ = parser.parse_known_args(argv)
     if first.config:
         values = load_config_file(first.config)
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - known)
+        actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+        unknown = sorted(set(values) - set(actions))
         if unknown:
             raise ValueError(f"--config {first.config!r} has unknown option(s) {unknown}; see --help for the names")
-        typed = {}
-        for action in parser._actions:
-            if action.dest in values:
-                value = values[action.dest]
-                typed[action.dest] = action.type(str(value)) if action.type and isinstance(value, str) else value
-        parser.set_defaults(**typed)
+        parser.set_defaults(**{name: _config_value(actions[name], value, first.config)
+                               for name, value in values.items()})
     return parser.parse_args(argv)
 
 

@@ -22,12 +22,35 @@ def prepare_output_dir(output_dir: str, resume: Optional[str], overwrite: bool =
     checkpoint = resolve_resume(resume, output_dir)
     if resume not in (None, LATEST) and checkpoint is None:
         raise ValueError(f"resume={resume!r} does not exist")
+    if checkpoint is not None and not (checkpoint / "trainer_state.json").is_file():
+        raise ValueError(f"resume={resume!r} names {str(checkpoint)!r}, which is not a complete textmoco checkpoint "
+                         f"(no trainer_state.json); pass 'latest' or a directory such as "
+                         f"{checkpoint_root(path) / 'step-100'}")
     earlier = (checkpoint_root(path) / LATEST).exists()
     if checkpoint is None and earlier and not overwrite:
         raise ValueError(f"output_dir {output_dir!r} holds an earlier run's checkpoints; pass --resume latest to "
                          "continue it, --overwrite to start over in it, or another --output_dir")
     path.mkdir(parents=True, exist_ok=True)
     return checkpoint
+
+
+def start_run(args: argparse.Namespace, save_config: bool = True):
+    """Validate everything before any file is written: the configs (ValueError on bad values), the Hub options and
+    the output directory. Returns (objective, queue, train, checkpoint to resume or None); the main process saves
+    the resolved options to ``output_dir/textmoco_config.json`` (``save_config=False``: the recipe saves them
+    itself with :func:`save_resolved_config` once the data, model and checkpoint are validated too, so that a
+    failing resume leaves the earlier run's config untouched)."""
+    from accelerate import PartialState
+
+    from .cli import configs_from_args
+
+    objective, queue, train = configs_from_args(args)
+    if getattr(args, "push_to_hub", False) and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (user/name)")
+    checkpoint = prepare_output_dir(train.output_dir, args.resume, args.overwrite)
+    if save_config and PartialState().is_main_process:
+        save_resolved_config(train.output_dir, args)
+    return objective, queue, train, checkpoint
 
 
 def public_options(args: argparse.Namespace | dict) -> dict:

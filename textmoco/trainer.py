@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -61,6 +62,13 @@ def _finite_or_none(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
+def check_dataset_size(num_samples: int, train: TrainConfig, world: int = 1) -> None:
+    """``ValueError`` when ``drop_last`` would leave no batch at all (recipes call it before loading a model)."""
+    if train.drop_last and num_samples < train.batch_size * world:
+        raise ValueError(f"the training data has {num_samples} samples, fewer than one batch "
+                         f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
+
+
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
                  queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None,
@@ -84,9 +92,7 @@ class MoCoTrainer:
             raise RuntimeError(f"launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate sees {world} "
                                "process(es); launch with torchrun or accelerate launch (--multi_gpu / "
                                "ACCELERATE_USE_CPU=true on CPU)")
-        if train.drop_last and len(train_dataset) < train.batch_size * world:
-            raise ValueError(f"the training data has {len(train_dataset)} samples, fewer than one batch "
-                             f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
+        check_dataset_size(len(train_dataset), train, world)
         loader = DataLoader(IndexedDataset(train_dataset), batch_size=train.batch_size, shuffle=True,
                             drop_last=train.drop_last, num_workers=train.num_workers,
                             collate_fn=IdCollator(model.encoder.collate),
@@ -138,12 +144,40 @@ class MoCoTrainer:
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict()})
 
-    def load(self, path: str | Path) -> None:
-        """Restore model (incl. EMA encoder), optimizer, scheduler, RNG, queue and position from a checkpoint."""
+    def check_checkpoint(self, path: str | Path) -> None:
+        """``ValueError`` (before anything is loaded) unless ``path`` is a textmoco checkpoint that fits this run:
+        same queue size and dimension, same model parameter names and shapes."""
         path = Path(path)
         if not (path / STATE_FILE).exists():
             raise ValueError(f"{path} is not a textmoco checkpoint (no {STATE_FILE}); pass 'latest' or a "
                              f"directory under {checkpointing.checkpoint_root(self.output_dir)}")
+        with safe_open(str(path / QUEUE_FILE), "pt") as f:
+            saved = tuple(f.get_slice("keys").get_shape())
+        if saved != (self.queue.size, self.queue.dim):
+            raise ValueError(f"checkpoint {path} holds a queue of {saved[0]} keys of dimension {saved[1]} but this "
+                             f"run has queue_size={self.queue.size}, dimension {self.queue.dim}; resume with the "
+                             "options of that run (its textmoco_config.json)")
+        model_file = path / "model.safetensors"
+        if model_file.exists():
+            with safe_open(str(model_file), "pt") as f:
+                saved_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            state = self.unwrapped.state_dict()
+            ours = {k: tuple(v.shape) for k, v in state.items()}
+            storages = [v.untyped_storage().data_ptr() for v in state.values()]
+            shared = {k for k, v in state.items() if storages.count(v.untyped_storage().data_ptr()) > 1}
+            # tied parameters are saved once (safetensors), so a missing name is only a difference if not shared
+            diff = sorted(k for k in set(saved_shapes) | set(ours) if saved_shapes.get(k) != ours.get(k)
+                          and not (k not in saved_shapes and k in shared))
+            if diff:
+                raise ValueError(f"checkpoint {path} was saved from a different model ({len(diff)} parameter(s) "
+                                 f"differ, e.g. {diff[0]!r}: {saved_shapes.get(diff[0])} in the checkpoint, "
+                                 f"{ours.get(diff[0])} here); resume with the model options of that run (its "
+                                 "textmoco_config.json)")
+
+    def load(self, path: str | Path) -> None:
+        """Restore model (incl. EMA encoder), optimizer, scheduler, RNG, queue and position from a checkpoint."""
+        path = Path(path)
+        self.check_checkpoint(path)
         self.accelerator.load_state(str(path))
         state = json.loads((path / STATE_FILE).read_text())
         tensors = load_file(str(path / QUEUE_FILE))

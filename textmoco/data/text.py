@@ -58,10 +58,11 @@ def _read_table(p: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
 
 def _require_column(column: Optional[str], columns: Sequence[str], source: str, what: str = "text_column") -> str:
     if column is None:
-        raise ValueError(f"{source} has columns {list(columns)}; pass {what}= naming the one that holds the text")
+        raise ValueError(f"{source} has columns {list(columns)}; pass {what}= (--{what}) naming the one that holds "
+                         "the text")
     if column not in columns:
         raise ValueError(f"column {column!r} not found in {source}; the columns are {list(columns)}. "
-                         f"Pass one of them as {what}=")
+                         f"Pass one of them as {what}= (--{what})")
     return column
 
 
@@ -86,7 +87,7 @@ def clean_sentences(texts: Sequence[Any], lines: Sequence[int], source: str, *, 
         out.append(text)
     if empty and not drop_empty:
         raise ValueError(f"{source} has {len(empty)} empty sentence(s), the first at {unit} {empty[0]}; "
-                         "remove them or pass drop_empty=True to drop them")
+                         "remove them or pass drop_empty=True (--drop_empty) to drop them")
     n_before = len(out)
     if dedup:
         out = list(dict.fromkeys(out))
