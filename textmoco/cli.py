@@ -156,3 +156,16 @@ def run_main(main: Callable[[Optional[list[str]]], Any], argv: Optional[list[str
     except (ValueError, FileNotFoundError, FloatingPointError, NotADirectoryError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def options_markdown() -> str:
+    """The options table of the README (``python -m textmoco.cli``): name, default, meaning."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for cls, prefix, title in SECTIONS:
+        for f in dataclasses.fields(cls):
+            rows.append(f"| `--{prefix}{f.name}` | `{f.default}` | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(options_markdown())
