@@ -1,0 +1,169 @@
+"""Faults on the real text recipe (tiny random BERT, CPU, deterministic).
+
+(a) A training process SIGKILLed mid-run and resumed with ``--resume latest`` ends bit-identical to an uninterrupted
+run: the final queue, the EMA key encoder (and the query encoder), the queue position and the whole loss trajectory.
+While it runs, the ``checkpoints/latest`` pointer never names a missing or partial directory.
+(b) A non-finite loss through the CLI's ``--on_nonfinite``: ``skip`` drops the step and leaves the queue untouched
+(no NaN ever enters it); ``stop`` ends with one error line, the last checkpoint intact and resumable. The NaN is
+injected deterministically by patching ``MoCoModel.forward`` for one optimizer step (q and k become NaN, as after an
+overflow in the encoder).
+"""
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import textrun
+from textmoco.model import MoCoModel, MoCoOutput
+
+torch.set_num_threads(1)
+
+CHECKPOINT_FILES = ("trainer_state.json", "queue.safetensors", "model.safetensors", "optimizer.bin",
+                    "random_states_0.pkl")
+STEPS = 16  # 12 batches of 8 per epoch (100 sentences, drop_last): the run crosses an epoch boundary
+
+
+def pointer(out: Path) -> Path:
+    return out / "checkpoints" / "latest"
+
+
+def is_complete(directory: Path) -> bool:
+    return directory.is_dir() and all((directory / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        row.pop("elapsed_s")  # wall time: the only field that may differ
+    return rows
+
+
+def last_checkpoint(out: Path) -> Path:
+    return out / "checkpoints" / pointer(out).read_text().strip()
+
+
+def finish(proc, timeout=300) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, (out[-2000:], err[-4000:])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- (a) SIGKILL + resume
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(text_cli, tmp_path):
+    ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    ref = textrun.popen(text_cli.args(ref_dir, max_steps=STEPS, save_every=1))
+    run = textrun.popen(text_cli.args(run_dir, max_steps=STEPS, save_every=1))
+    try:
+        seen, deadline = [], time.time() + 240
+        while True:
+            assert run.poll() is None, f"the run ended before it could be killed: {run.communicate()}"
+            assert time.time() < deadline, "no checkpoint for step >= 2 appeared"
+            if pointer(run_dir).exists():
+                name = pointer(run_dir).read_text().strip()
+                if not is_complete(run_dir / "checkpoints" / name):
+                    # only legitimate if the pointer has moved on and the old checkpoint was pruned meanwhile
+                    assert pointer(run_dir).read_text().strip() != name, f"latest names a partial/missing {name}"
+                    continue
+                if not seen or seen[-1] != name:
+                    seen.append(name)
+                if int(name.split("-")[1]) >= 2:
+                    run.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.005)
+        run.communicate(timeout=60)
+        assert run.returncode == -signal.SIGKILL
+    finally:
+        if run.poll() is None:
+            run.kill()
+    killed_at = last_checkpoint(run_dir)
+    assert is_complete(killed_at), "after SIGKILL, latest names a partial checkpoint"
+    assert int(killed_at.name.split("-")[1]) < STEPS and not (run_dir / "results.json").exists()  # really mid-run
+    assert [int(n.split("-")[1]) for n in seen] == sorted(int(n.split("-")[1]) for n in seen)
+
+    finish(textrun.popen(text_cli.args(run_dir, "--resume", "latest", max_steps=STEPS, save_every=1)))
+    finish(ref)
+
+    a, b = last_checkpoint(ref_dir), last_checkpoint(run_dir)
+    assert a.name == b.name == f"step-{STEPS}"
+    queue_a, queue_b = load_file(str(a / "queue.safetensors")), load_file(str(b / "queue.safetensors"))
+    for name in ("keys", "ids", "filled"):
+        assert torch.equal(queue_a[name], queue_b[name]), name
+    assert bool(queue_a["filled"].all()) and torch.isfinite(queue_a["keys"]).all()
+    state_a, state_b = (json.loads((d / "trainer_state.json").read_text()) for d in (a, b))
+    for key in ("step", "epoch", "batches_in_epoch", "queue_ptr", "queue_num_enqueued"):
+        assert state_a[key] == state_b[key], key
+    assert state_a["epoch"] == 1  # the epoch boundary was crossed
+    model_a, model_b = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    ema = [k for k in model_a if k.startswith("key.")]
+    assert ema and set(model_a) == set(model_b)
+    for name in model_a:  # the EMA key encoder (key.*) and the query encoder
+        assert torch.equal(model_a[name], model_b[name]), name
+    rows_a, rows_b = metrics(ref_dir), metrics(run_dir)
+    assert [r["step"] for r in rows_b] == list(range(1, STEPS + 1))
+    assert rows_a == rows_b  # loss trajectory (and every other logged value) identical
+    assert all(r["loss"] is not None and math.isfinite(r["loss"]) for r in rows_a)
+
+
+# ------------------------------------------------------------------------------------------- (b) non-finite loss
+@pytest.fixture
+def nan_at_step_2(monkeypatch):
+    """q and k are NaN in the forward pass of optimizer step 2 (one forward per step: no accumulation, not
+    symmetric), as if the encoder had overflowed."""
+    real_forward = MoCoModel.forward
+    calls = {"n": 0}
+
+    def forward(self, inputs):
+        out = real_forward(self, inputs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            return MoCoOutput(out.q * float("nan"), out.k * float("nan"))
+        return out
+
+    monkeypatch.setattr(MoCoModel, "forward", forward)
+    return calls
+
+
+def test_nonfinite_skip_drops_the_step_and_keeps_nan_out_of_the_queue(text_cli, tmp_path, nan_at_step_2):
+    out = tmp_path / "skip"
+    code, stdout, stderr = textrun.run_inprocess(text_cli.args(out, "--on_nonfinite", "skip", max_steps=4))
+    assert code == 0, stderr[-3000:]
+    assert "non-finite loss at optimizer step 2: step skipped, queue untouched" in stdout
+    rows = metrics(out)
+    assert [r["skipped"] for r in rows] == [False, True, False, False]
+    assert rows[1]["loss"] is None  # NaN is logged as null (strict JSON)
+    assert [r["queue_filled"] for r in rows] == [8, 8, 16, 24]  # step 2 enqueued nothing
+    checkpoint = last_checkpoint(out)
+    queue = load_file(str(checkpoint / "queue.safetensors"))
+    assert torch.isfinite(queue["keys"]).all() and int(queue["filled"].sum()) == 24
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["queue_num_enqueued"] == 24
+    assert all(torch.isfinite(t).all() for t in load_file(str(checkpoint / "model.safetensors")).values())
+    assert (out / "model.safetensors").exists()  # the run finished and exported
+
+
+def test_nonfinite_stop_keeps_the_last_checkpoint_and_can_resume(text_cli, tmp_path, nan_at_step_2, monkeypatch):
+    out = tmp_path / "stop"
+    code, stdout, stderr = textrun.run_inprocess(text_cli.args(out, "--on_nonfinite", "stop", max_steps=4,
+                                                               save_every=1))
+    assert code == 2
+    line = textrun.single_error_line(stderr)
+    assert line.startswith("error: non-finite loss at optimizer step 2; stopped (on_nonfinite='stop')")
+    assert "lower the lr" in line
+    checkpoint = last_checkpoint(out)
+    assert checkpoint.name == "step-1" and is_complete(checkpoint)
+    assert not (out / "checkpoints" / "step-2").exists() and not (out / "model.safetensors").exists()
+    assert torch.isfinite(load_file(str(checkpoint / "queue.safetensors"))["keys"]).all()
+    assert [r["step"] for r in metrics(out)] == [1]
+
+    monkeypatch.undo()  # the cause is gone: resume from step 1 and finish
+    code, _, stderr = textrun.run_inprocess(text_cli.args(out, "--on_nonfinite", "stop", "--resume", "latest",
+                                                          max_steps=4, save_every=1))
+    assert code == 0, stderr[-3000:]
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any(r["skipped"] for r in rows)
