@@ -2,7 +2,8 @@
 
 Default (no option, no network): the embedded all-MiniLM-L6-v2, trained on the unique sentences of STS-B train
 (labels unused), STS-B test Spearman x100 printed before and after; the output directory is a complete
-sentence-transformers model (plus checkpoints/, metrics.jsonl, training_curve.png, results.json, config.json).
+sentence-transformers model (plus checkpoints/, metrics.jsonl, training_curve.png, results.json,
+textmoco_config.json).
 
     accelerate launch recipes/train_text.py [options]        (or: python recipes/train_text.py)
 """
@@ -12,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
@@ -22,7 +22,7 @@ from textmoco.data.text import (SentenceDataset, load_dataset_sentences, load_st
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.sts import evaluate_sts
-from textmoco.runs import finish_run, save_resolved_config, start_run
+from textmoco.runs import confirm_run, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 
 TEXT_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 2e-5, "batch_size": 64, "max_steps": 150,
@@ -82,7 +82,7 @@ def quiet_progress_bars() -> None:
 def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
     objective, queue, train, checkpoint = start_run(args, save_config=False)
-    state = PartialState()
+    state = process_state()  # (start_run created it: the same singleton)
     if not train.progress:  # --progress false: no model-loading bars either
         quiet_progress_bars()
     load_sts_pairs(args.eval_split)  # a bad --eval_split fails now, not after training
@@ -99,10 +99,7 @@ def main(argv=None) -> dict:
         before_path.write_text(json.dumps(evaluate_sts(encoder, args.eval_split)))
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)
-    if checkpoint is not None:
-        trainer.check_checkpoint(checkpoint)  # a mismatched resume fails before the earlier run's files change
-    if state.is_main_process:
-        save_resolved_config(train.output_dir, args)
+    confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(sentences)} sentences for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)
     results = {"train_sentences": len(sentences), "steps": trainer.state["step"], "eval_split": args.eval_split}

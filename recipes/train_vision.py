@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
@@ -21,7 +20,7 @@ from textmoco.data.images import ImageDataset, load_digits_split, load_image_dat
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
-from textmoco.runs import finish_run, start_run
+from textmoco.runs import confirm_run, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer
 
 VISION_DEFAULTS = {"temperature": 0.2, "momentum": 0.99, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
@@ -85,8 +84,8 @@ def build_encoder(args, channels: int, size: int, seed: int) -> VisionEncoder:
 
 def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
-    objective, queue, train, checkpoint = start_run(args)
-    state = PartialState()
+    objective, queue, train, checkpoint = start_run(args, save_config=False)
+    state = process_state()
     x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
     set_seed(train.seed)
     encoder = build_encoder(args, x_tr.shape[1], x_tr.shape[-1], train.seed)
@@ -105,6 +104,7 @@ def main(argv=None) -> dict:
 
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, ImageDataset(x_tr), objective, queue, train, callbacks=[knn_monitor])
+    confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(x_tr)} images for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)
     results = {"dataset": args.dataset, "train_images": len(x_tr), "test_images": len(x_te),

@@ -34,23 +34,47 @@ def prepare_output_dir(output_dir: str, resume: Optional[str], overwrite: bool =
     return checkpoint
 
 
+def process_state():
+    """Accelerate's process state, initialised the way :class:`~textmoco.trainer.MoCoTrainer`'s ``Accelerator``
+    will see it. It is a per-process singleton: a plain ``PartialState()`` created first in a CPU ``torchrun`` job
+    (even with ACCELERATE_USE_CPU=1, which only ``Accelerator`` reads) fixes the state to one process, and the
+    trainer then refuses the launch. So the recipes create it here, with ``cpu=True`` for such a job."""
+    import os
+
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (not torch.cuda.is_available()
+                                                        and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    return PartialState(cpu=cpu)
+
+
 def start_run(args: argparse.Namespace, save_config: bool = True):
     """Validate everything before any file is written: the configs (ValueError on bad values), the Hub options and
     the output directory. Returns (objective, queue, train, checkpoint to resume or None); the main process saves
     the resolved options to ``output_dir/textmoco_config.json`` (``save_config=False``: the recipe saves them
     itself with :func:`save_resolved_config` once the data, model and checkpoint are validated too, so that a
     failing resume leaves the earlier run's config untouched)."""
-    from accelerate import PartialState
-
     from .cli import configs_from_args
 
+    state = process_state()  # first, before anything creates a plain PartialState()
     objective, queue, train = configs_from_args(args)
     if getattr(args, "push_to_hub", False) and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (user/name)")
     checkpoint = prepare_output_dir(train.output_dir, args.resume, args.overwrite)
-    if save_config and PartialState().is_main_process:
+    if save_config and state.is_main_process:
         save_resolved_config(train.output_dir, args)
     return objective, queue, train, checkpoint
+
+
+def confirm_run(trainer, checkpoint: Optional[Path], args: argparse.Namespace) -> None:
+    """Once the trainer is built: check a resume checkpoint matches it, then save the resolved options — so a
+    failing resume leaves the earlier run's files untouched."""
+    if checkpoint is not None:
+        trainer.check_checkpoint(checkpoint)
+    if trainer.accelerator.is_main_process:
+        save_resolved_config(trainer.cfg.output_dir, args)
 
 
 def public_options(args: argparse.Namespace | dict) -> dict:

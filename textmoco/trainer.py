@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -85,7 +85,10 @@ class MoCoTrainer:
             gradient_accumulation_steps=train.gradient_accumulation_steps,
             log_with=train.report_to.split(",") if train.report_to else None,
             project_dir=train.output_dir,
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed))
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train.seed),
+            # encoders may hold parameters the loss never uses (a BERT/ViT pooler under mean or cls pooling);
+            # without this DDP stops at the second step. No effect on one process.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(train.seed)
         world = self.accelerator.num_processes
         if world != int(os.environ.get("WORLD_SIZE", world)):
@@ -169,10 +172,11 @@ class MoCoTrainer:
             diff = sorted(k for k in set(saved_shapes) | set(ours) if saved_shapes.get(k) != ours.get(k)
                           and not (k not in saved_shapes and k in shared))
             if diff:
+                shape = {k: ("absent" if v is None else f"shape {list(v)}")
+                         for k, v in (("saved", saved_shapes.get(diff[0])), ("ours", ours.get(diff[0])))}
                 raise ValueError(f"checkpoint {path} was saved from a different model ({len(diff)} parameter(s) "
-                                 f"differ, e.g. {diff[0]!r}: {saved_shapes.get(diff[0])} in the checkpoint, "
-                                 f"{ours.get(diff[0])} here); resume with the model options of that run (its "
-                                 "textmoco_config.json)")
+                                 f"differ, e.g. {diff[0]!r}: {shape['saved']} in the checkpoint, {shape['ours']} "
+                                 "here); resume with the model options of that run (its textmoco_config.json)")
 
     def load(self, path: str | Path) -> None:
         """Restore model (incl. EMA encoder), optimizer, scheduler, RNG, queue and position from a checkpoint."""
