@@ -23,8 +23,10 @@ from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
 from textmoco.runs import confirm_run, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer
 
-VISION_DEFAULTS = {"temperature": 0.2, "momentum": 0.99, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
-                   "max_steps": 600, "queue_size": 4096, "output_dir": "outputs/vision"}
+# found on MNIST-5k (docs/VISION.md): symmetric dual-view, fast EMA (0.95 -> 1), digit views without crops
+VISION_DEFAULTS = {"temperature": 0.2, "momentum": 0.95, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
+                   "max_steps": 600, "queue_size": 4096, "dual_mode": "symmetric", "selection": "none",
+                   "guard_threshold": None, "output_dir": "outputs/vision"}
 
 
 def get_parser():
@@ -39,7 +41,7 @@ def get_parser():
     g.add_argument("--image_size", type=int, default=None, help="resize all images to this side (mixed sizes)")
     g.add_argument("--model", default=None, help="Hub id or directory of a pretrained backbone (default: a ViT from scratch)")
     g.add_argument("--patch_size", type=int, default=4, help="scratch ViT: patch size")
-    g.add_argument("--hidden_size", type=int, default=128, help="scratch ViT: width")
+    g.add_argument("--hidden_size", type=int, default=64, help="scratch ViT: width")
     g.add_argument("--num_layers", type=int, default=4, help="scratch ViT: depth")
     g.add_argument("--heads", type=int, default=4, help="scratch ViT: attention heads")
     g.add_argument("--pooling", default="mean", choices=["mean", "cls", "pooler", "auto"], help="feature pooling")
@@ -49,6 +51,8 @@ def get_parser():
     g.add_argument("--crop_min_scale", type=float, default=None, help="smallest random-resized-crop area fraction")
     g.add_argument("--head_hidden", type=int, default=512, help="MLP head hidden width")
     g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
+    g.add_argument("--head_last_bn", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="affine-free BatchNorm on the head output (MoCo v3 style)")
     g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
     add_run_arguments(parser)
     return parser
@@ -89,7 +93,8 @@ def main(argv=None) -> dict:
     x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
     set_seed(train.seed)
     encoder = build_encoder(args, x_tr.shape[1], x_tr.shape[-1], train.seed)
-    head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim) if args.head_dim else None)
+    head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim, last_batch_norm=args.head_last_bn)
+            if args.head_dim else None)
     out = Path(train.output_dir)
     before_path = out / "eval_before.json"
     if state.is_main_process and not before_path.exists():

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 _OFF = ["--selection", "none", "--id_guard", "false", "--guard_threshold", "none"]
-_SELECT = ["--selection", "top_k", "--id_guard", "true"]
+_SELECT = ["--selection", "top_k", "--top_k", "512", "--id_guard", "true", "--guard_threshold", "0.9"]
 CELLS: dict[str, list[str]] = {
-    "plain MoCo": ["--dual_weight", "0"] + _OFF,
+    # the dual cells keep the recipe's dual_mode (text: weighted; vision: symmetric); the others switch it off
+    "plain MoCo": ["--dual_mode", "weighted", "--dual_weight", "0"] + _OFF,
     "+ dual-view": ["--dual_weight", "0.5"] + _OFF,
-    "+ hard-negative selection": ["--dual_weight", "0"] + _SELECT,
+    "+ hard-negative selection": ["--dual_mode", "weighted", "--dual_weight", "0"] + _SELECT,
     "both (full)": ["--dual_weight", "0.5"] + _SELECT,
 }
 
