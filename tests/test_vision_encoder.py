@@ -74,3 +74,21 @@ def test_projection_head():
         ProjectionHead(32, 64, 16, num_layers=0)
     with pytest.raises(ValueError, match=r"expects \(B, 32\)"):
         head(torch.randn(4, 31))
+
+
+def test_other_backbones_pool_to_b_d():
+    from transformers import ConvNextConfig, ConvNextModel, DeiTConfig, DeiTModel, Dinov2Config, Dinov2Model
+
+    convnext = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 8, 8, 16], depths=[1, 1, 1, 1], image_size=32))
+    dinov2 = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                                      patch_size=4))
+    deit = DeiTModel(DeiTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                                patch_size=4), add_pooling_layer=False)
+    for model, size, pooling, dim in [(convnext, 32, "pooler", 16), (dinov2, 28, "pooler", 16), (deit, 28, "cls", 16)]:
+        enc = VisionEncoder(model, image_size=size)
+        assert (enc.pooling, enc.embedding_dim) == (pooling, dim)
+        x = torch.randint(0, 256, (2, 1, size, size), dtype=torch.uint8)  # grey images into RGB models
+        assert enc(enc.make_views(x)[0]).shape == (2, dim)
+        assert VisionEncoder(model, pooling="mean", image_size=size).encode(x).shape == (2, dim)
+    with pytest.raises(ValueError, match="feature map"):
+        VisionEncoder(convnext, pooling="cls", image_size=32)

@@ -49,7 +49,8 @@ class VisionEncoder(EncoderAdapter):
     Args:
         backbone: a ``transformers`` vision model (``AutoModel``).
         pooling: ``"cls"`` (first token), ``"mean"`` (mean of patch tokens, or global average for CNN feature maps),
-            ``"pooler"`` (the model's ``pooler_output``), ``"auto"`` (pooler for CNNs/DINOv2, else CLS).
+            ``"pooler"`` (the model's ``pooler_output``), ``"auto"`` (CLS for ViT/DeiT, whose pooler is an extra
+            dense+tanh layer; otherwise ``pooler_output`` (DINOv2, ConvNeXt, ...), or CLS/mean when there is none).
         image_size: side S the views are resized/cropped to.
         mean, std: per-channel normalisation of [0, 1] pixels (from the image processor for Hub models).
         views: ``"digits"``, ``"rgb"``, ``"none"`` or an :class:`ImageViews` instance.
@@ -66,7 +67,8 @@ class VisionEncoder(EncoderAdapter):
         self.backbone = backbone
         self.model_type = getattr(config, "model_type", "")
         self.num_channels = int(getattr(config, "num_channels", 3))
-        if pooling == "auto":
+        auto = pooling == "auto"
+        if auto:
             pooling = "cls" if self.model_type in ("vit", "deit") else "pooler"
         self.pooling = pooling
         self.image_size = int(image_size or getattr(config, "image_size", 224))
@@ -81,7 +83,7 @@ class VisionEncoder(EncoderAdapter):
             self.views = views
         else:
             self.views = ImageViews(views, image_size=self.image_size, mean=self.mean, std=self.std, **view_options)
-        self.embedding_dim = self._infer_dim()
+        self.embedding_dim = self._infer_dim(auto)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -205,13 +207,20 @@ class VisionEncoder(EncoderAdapter):
                                                               or 0)
         return h[:, prefix:].mean(dim=1)
 
-    def _infer_dim(self) -> int:
+    def _infer_dim(self, auto: bool = False) -> int:
+        """Run one dummy batch to get D; with ``pooling='auto'`` fall back from a missing pooler to CLS/mean."""
         was = self.training
         self.eval()
-        with torch.no_grad():
-            x = torch.zeros(2, self.num_channels, self.image_size, self.image_size)
-            dim = int(self.forward(x).shape[-1])
-        self.train(was)
+        try:
+            with torch.no_grad():
+                x = torch.zeros(2, self.num_channels, self.image_size, self.image_size,
+                                device=next(self.backbone.parameters()).device)
+                out = self.backbone(pixel_values=x)
+                if auto and self.pooling == "pooler" and getattr(out, "pooler_output", None) is None:
+                    self.pooling = "mean" if out.last_hidden_state.dim() == 4 else "cls"
+                dim = int(self._pool(out).shape[-1])
+        finally:
+            self.train(was)
         return dim
 
     @torch.no_grad()
