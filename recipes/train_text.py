@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     head = ProjectionHead(encoder.embedding_dim, encoder.embedding_dim, args.head_dim) if args.head_dim else None
     out = Path(train.output_dir)
     before_path = out / "eval_before.json"
-    if state.is_main_process and not args.no_eval_before and not before_path.exists():
+    if state.is_main_process and not args.no_eval_before and (checkpoint is None or not before_path.exists()):
         before_path.write_text(json.dumps(evaluate_sts(encoder, args.eval_split)))
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)

@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
             if args.head_dim else None)
     out = Path(train.output_dir)
     before_path = out / "eval_before.json"
-    if state.is_main_process and not before_path.exists():
+    if state.is_main_process and (checkpoint is None or not before_path.exists()):  # cached for a resume only
         before = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))
         before["raw_pixels"] = raw_pixel_baseline(x_tr, y_tr, x_te, y_te)
         before_path.write_text(json.dumps(before))

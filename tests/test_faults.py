@@ -167,3 +167,22 @@ def test_nonfinite_stop_keeps_the_last_checkpoint_and_can_resume(text_cli, tmp_p
     assert code == 0, stderr[-3000:]
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any(r["skipped"] for r in rows)
+
+
+def test_overwrite_deletes_the_earlier_runs_checkpoints_only_after_validation(text_cli, tmp_path):
+    """--overwrite: a fresh run must not inherit the earlier run's higher-numbered checkpoints (they outlived
+    pruning and `--resume latest` after a crash could pick the old run's state); a bad option must leave them."""
+    out = tmp_path / "run"
+    code, _, stderr = textrun.run_inprocess(text_cli.args(out, max_steps=6, save_every=2))
+    assert code == 0, stderr
+    old = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "step-6" in old, old
+    code, _, stderr = textrun.run_inprocess(text_cli.args(out, "--overwrite", "--temperature", "-1", max_steps=2))
+    assert code == 2 and "temperature" in stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == old  # invalid run: nothing deleted
+    code, _, stderr = textrun.run_inprocess(text_cli.args(out, "--overwrite", max_steps=2))
+    assert code == 0, stderr
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert steps == ["step-2"], steps
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]

@@ -70,11 +70,31 @@ def start_run(args: argparse.Namespace, save_config: bool = True):
 
 def confirm_run(trainer, checkpoint: Optional[Path], args: argparse.Namespace) -> None:
     """Once the trainer is built: check a resume checkpoint matches it, then save the resolved options — so a
-    failing resume leaves the earlier run's files untouched."""
+    failing resume leaves the earlier run's files untouched. A fresh run with ``--overwrite`` deletes the earlier
+    run's checkpoints and results here, after every setting has been validated (not before: a typo in an option
+    must not cost the earlier run)."""
     if checkpoint is not None:
         trainer.check_checkpoint(checkpoint)
     if trainer.accelerator.is_main_process:
+        if checkpoint is None and getattr(args, "overwrite", False):
+            clear_earlier_run(trainer.cfg.output_dir)
         save_resolved_config(trainer.cfg.output_dir, args)
+
+
+EARLIER_RUN_FILES = ("results.json", "metrics.jsonl", "training_curve.png")
+
+
+def clear_earlier_run(output_dir: str) -> None:
+    """Delete an earlier run's ``checkpoints/`` and results (``--overwrite``): otherwise its higher-numbered
+    checkpoints would outlive the new run's pruning and could be mistaken for the new run's. The exported model
+    files are left to be replaced by the new export."""
+    import shutil
+
+    root = checkpoint_root(Path(output_dir))
+    if root.is_dir():
+        shutil.rmtree(root)
+    for name in EARLIER_RUN_FILES:
+        (Path(output_dir) / name).unlink(missing_ok=True)
 
 
 def public_options(args: argparse.Namespace | dict) -> dict:
