@@ -20,7 +20,9 @@ args = SentenceTransformerTrainingArguments(output_dir="outputs/st_example", per
                                             max_steps=steps, learning_rate=2e-5, warmup_ratio=0.1,
                                             save_strategy="no", report_to="none", use_cpu=True)
 train = Dataset.from_dict({"text": sts_train_sentences()})  # one column: SimCSE-style views (dropout)
-SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
+# the callback saves the queue + key encoder into each Trainer checkpoint and restores them on resume
+SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                           callbacks=[loss.checkpoint_callback()]).train()
 model.max_seq_length = 256
 print("STS-B test Spearman x100:", round(evaluate_sts(model, "test")["spearman"], 2))
 model.save("outputs/st_example/model")

@@ -6,12 +6,17 @@ sentence twice, dropout makes the views) or two columns (anchor, positive: q fro
 
 Differences from the Accelerate recipe, by necessity of the Trainer API: the EMA step runs at the start of each
 forward (i.e. after the previous optimizer step) and the queue advances once per forward (per micro-batch under
-gradient accumulation; a forward's keys enter the queue at the next forward, after its backward); sample ids for the id guard are a hash of the token ids (duplicates share an id); the queue
-is not in the Trainer's checkpoints (``state_dict`` of this module holds the key encoder, not the queue).
+gradient accumulation; a forward's keys enter the queue at the next forward, after its backward); sample ids for the id guard are a hash of the token ids (duplicates share an id).
+
+Checkpoints: the Trainer saves the model, not the loss. Pass ``callbacks=[loss.checkpoint_callback()]`` and every
+Trainer checkpoint also gets ``textmoco_loss.safetensors`` (queue, key encoder, step count, the keys waiting to be
+enqueued); ``trainer.train(resume_from_checkpoint=...)`` then restores them, so a resumed run continues with the same
+negatives and EMA teacher instead of an empty queue and a key encoder copied from the query.
 """
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Iterable, Optional
 
 import torch
@@ -100,6 +105,48 @@ class TextMoCoLoss(nn.Module):
         self.last_stats = out.stats
         return out.loss
 
+    # ------------------------------------------------------------------ checkpoints
+    def save_state(self, directory: str) -> str:
+        """Write queue, key encoder, step count and pending keys to ``directory/textmoco_loss.safetensors``."""
+        from safetensors.torch import save_file
+
+        q = self.queue.state_dict()
+        tensors = {"queue.keys": q["keys"].float().contiguous(), "queue.ids": q["ids"], "queue.filled": q["filled"],
+                   "queue.counters": torch.tensor([q["ptr"], q["num_enqueued"], self.steps])}
+        tensors.update({f"key_model.{k}": v.detach().cpu().contiguous()
+                        for k, v in self.key_model.state_dict().items()})
+        if self._pending is not None:
+            tensors["pending.keys"] = self._pending[0].detach().float().cpu().contiguous()
+            tensors["pending.ids"] = self._pending[1].detach().cpu()
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, LOSS_STATE_FILE)
+        save_file(tensors, path)
+        return path
+
+    def load_state(self, directory: str) -> None:
+        """Restore what :meth:`save_state` wrote (same queue_size and model)."""
+        from safetensors.torch import load_file
+
+        path = os.path.join(directory, LOSS_STATE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist: the checkpoint was saved without "
+                                    "callbacks=[loss.checkpoint_callback()]")
+        t = load_file(path)
+        ptr, num_enqueued, steps = (int(v) for v in t["queue.counters"])
+        self.queue.load_state_dict({"keys": t["queue.keys"], "ids": t["queue.ids"], "filled": t["queue.filled"],
+                                    "ptr": ptr, "num_enqueued": num_enqueued})
+        prefix = "key_model."
+        self.key_model.load_state_dict({k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)})
+        device = next(self.model.parameters()).device
+        self.key_model.to(device)
+        self.steps = steps
+        self._pending = ((t["pending.keys"].to(device), t["pending.ids"].to(device)) if "pending.keys" in t else None)
+
+    def checkpoint_callback(self):
+        """A ``transformers.TrainerCallback`` that saves this loss's state into every Trainer checkpoint and loads
+        it back when training resumes from one (``trainer.train(resume_from_checkpoint=...)``)."""
+        return _LossCheckpointCallback(self)
+
     def get_config_dict(self) -> dict:
         return {**self.objective.to_dict(), "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
                 "momentum": self.momentum, "momentum_schedule": self.momentum_schedule}
@@ -107,3 +154,35 @@ class TextMoCoLoss(nn.Module):
     @property
     def citation(self) -> str:
         return CITATION
+
+
+LOSS_STATE_FILE = "textmoco_loss.safetensors"
+
+
+def _checkpoint_dir(args: Any, state: Any) -> str:
+    return os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+
+
+class _LossCheckpointCallback:
+    """See :meth:`TextMoCoLoss.checkpoint_callback`. The Trainer tells callbacks neither the checkpoint it resumed
+    from nor where it saves, but both are ``output_dir/checkpoint-{global_step}``; a resume from elsewhere (a
+    ``resume_from_checkpoint`` outside ``output_dir``) is reported by an error instead of silently starting over."""
+
+    def __new__(cls, loss: "TextMoCoLoss"):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                if state.global_step > 0 and loss.steps == 0:  # resumed: the Trainer restored global_step
+                    directory = _checkpoint_dir(args, state)
+                    if not os.path.isfile(os.path.join(directory, LOSS_STATE_FILE)):
+                        raise FileNotFoundError(
+                            f"resuming at step {state.global_step} but {directory}/{LOSS_STATE_FILE} does not exist "
+                            "(resume from a checkpoint in output_dir saved with loss.checkpoint_callback())")
+                    loss.load_state(directory)
+
+            def on_save(self, args, state, control, **kwargs):
+                if state.is_world_process_zero:
+                    loss.save_state(_checkpoint_dir(args, state))
+
+        return Callback()
