@@ -35,8 +35,8 @@ def main() -> None:
         metrics = train_vision.main(argv)["metrics"]
         baselines[f"random init (seed {seed})"] = {"linear_probe": metrics["linear_probe_before"],
                                                    "knn": metrics["knn_before"]}
-        baselines["raw pixels"] = {"linear_probe": metrics["raw_pixels_linear_probe"],
-                                   "knn": metrics["raw_pixels_knn"]}
+        baselines[f"raw pixels (seed {seed})"] = {"linear_probe": metrics["raw_pixels_linear_probe"],
+                                                  "knn": metrics["raw_pixels_knn"]}  # each seed has its own split
         return {"linear_probe": metrics["linear_probe"], "knn": metrics["knn"]}
 
     json_path = Path(args.out).with_suffix(".json")
