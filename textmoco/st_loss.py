@@ -69,8 +69,8 @@ class TextMoCoLoss(nn.Module):
         self.key_model = copy.deepcopy(model)
         for p in self.key_model.parameters():
             p.requires_grad_(False)
-        dim = model.get_sentence_embedding_dimension() if hasattr(model, "get_sentence_embedding_dimension") \
-            else model.get_embedding_dimension()
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
+            else model.get_sentence_embedding_dimension()  # sentence-transformers < 6 name
         self.queue = NegativeQueue(queue_size, dim, queue_dtype)
         self.momentum, self.momentum_schedule, self.total_steps = momentum, momentum_schedule, total_steps
         self.steps = 0
