@@ -74,8 +74,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every training recipe has: resume/overwrite and the Hub upload."""
     g = parser.add_argument_group("run")
     g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
-    g.add_argument("--overwrite", action="store_true", help="start over in an output_dir that has an earlier run (its checkpoints and results are deleted "
-                   "once the new settings are validated)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in an output_dir that has an earlier run (its checkpoints and results are "
+                        "deleted once the new settings are validated)")
     g.add_argument("--push_to_hub", action="store_true", help="upload the exported model to the Hub")
     g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
     g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")

@@ -56,6 +56,12 @@ class NegativeQueue:
         return {"keys": self.keys.cpu().clone(), "ids": self.ids.cpu().clone(), "filled": self.filled.cpu().clone(),
                 "ptr": self.ptr, "num_enqueued": self.num_enqueued, "dtype": self.dtype_name}
 
+    def storage_tensors(self) -> dict:
+        """``{"keys" (K, D) float32, "ids" (K,), "filled" (K,)}`` on CPU, contiguous: what a safetensors file holds
+        (``ptr`` / ``num_enqueued`` are saved beside it; :meth:`load_state_dict` takes all five back)."""
+        q = self.state_dict()
+        return {"keys": q["keys"].float().contiguous(), "ids": q["ids"], "filled": q["filled"]}
+
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["keys"].shape) != (self.size, self.dim):
             raise ValueError(f"checkpoint queue has shape {tuple(state['keys'].shape)} but this run uses "

@@ -110,9 +110,8 @@ class TextMoCoLoss(nn.Module):
         """Write queue, key encoder, step count and pending keys to ``directory/textmoco_loss.safetensors``."""
         from safetensors.torch import save_file
 
-        q = self.queue.state_dict()
-        tensors = {"queue.keys": q["keys"].float().contiguous(), "queue.ids": q["ids"], "queue.filled": q["filled"],
-                   "queue.counters": torch.tensor([q["ptr"], q["num_enqueued"], self.steps])}
+        tensors = {f"queue.{k}": v for k, v in self.queue.storage_tensors().items()}
+        tensors["queue.counters"] = torch.tensor([self.queue.ptr, self.queue.num_enqueued, self.steps])
         tensors.update({f"key_model.{k}": v.detach().cpu().contiguous()
                         for k, v in self.key_model.state_dict().items()})
         if self._pending is not None:
@@ -145,7 +144,7 @@ class TextMoCoLoss(nn.Module):
     def checkpoint_callback(self):
         """A ``transformers.TrainerCallback`` that saves this loss's state into every Trainer checkpoint and loads
         it back when training resumes from one (``trainer.train(resume_from_checkpoint=...)``)."""
-        return _LossCheckpointCallback(self)
+        return _make_checkpoint_callback(self)
 
     def get_config_dict(self) -> dict:
         return {**self.objective.to_dict(), "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
@@ -163,26 +162,24 @@ def _checkpoint_dir(args: Any, state: Any) -> str:
     return os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
 
 
-class _LossCheckpointCallback:
+def _make_checkpoint_callback(loss: "TextMoCoLoss"):
     """See :meth:`TextMoCoLoss.checkpoint_callback`. The Trainer tells callbacks neither the checkpoint it resumed
     from nor where it saves, but both are ``output_dir/checkpoint-{global_step}``; a resume from elsewhere (a
     ``resume_from_checkpoint`` outside ``output_dir``) is reported by an error instead of silently starting over."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, loss: "TextMoCoLoss"):
-        from transformers import TrainerCallback
+    class TextMoCoCheckpointCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.global_step > 0 and loss.steps == 0:  # resumed: the Trainer restored global_step
+                directory = _checkpoint_dir(args, state)
+                if not os.path.isfile(os.path.join(directory, LOSS_STATE_FILE)):
+                    raise FileNotFoundError(
+                        f"resuming at step {state.global_step} but {directory}/{LOSS_STATE_FILE} does not exist "
+                        "(resume from a checkpoint in output_dir saved with loss.checkpoint_callback())")
+                loss.load_state(directory)
 
-        class Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                if state.global_step > 0 and loss.steps == 0:  # resumed: the Trainer restored global_step
-                    directory = _checkpoint_dir(args, state)
-                    if not os.path.isfile(os.path.join(directory, LOSS_STATE_FILE)):
-                        raise FileNotFoundError(
-                            f"resuming at step {state.global_step} but {directory}/{LOSS_STATE_FILE} does not exist "
-                            "(resume from a checkpoint in output_dir saved with loss.checkpoint_callback())")
-                    loss.load_state(directory)
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                loss.save_state(_checkpoint_dir(args, state))
 
-            def on_save(self, args, state, control, **kwargs):
-                if state.is_world_process_zero:
-                    loss.save_state(_checkpoint_dir(args, state))
-
-        return Callback()
+    return TextMoCoCheckpointCallback()

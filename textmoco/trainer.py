@@ -139,11 +139,9 @@ class MoCoTrainer:
                                              self.cfg.keep_checkpoints, self._write_queue_and_state)
 
     def _write_queue_and_state(self, directory: Path) -> None:
-        q = self.queue.state_dict()
-        save_file({"keys": q["keys"].float().contiguous(), "ids": q["ids"], "filled": q["filled"]},
-                  str(directory / QUEUE_FILE))
+        save_file(self.queue.storage_tensors(), str(directory / QUEUE_FILE))
         checkpointing.atomic_write_json(directory / STATE_FILE, {
-            **self.state, "queue_ptr": q["ptr"], "queue_num_enqueued": q["num_enqueued"],
+            **self.state, "queue_ptr": self.queue.ptr, "queue_num_enqueued": self.queue.num_enqueued,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict()})
 
