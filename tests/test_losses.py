@@ -3,6 +3,7 @@
 The slow reference below is written from METHOD.md with explicit Python loops over anchors and queue slots, in
 float64; the library works on (B, K) masks in float32. Every case is small (B=5, K=13, D=4) and seeded.
 """
+import contextlib
 import math
 
 import pytest
@@ -635,3 +636,43 @@ def test_info_nce_masked_entries():
     expected0 = -math.log(e(1.0) / (e(1.0) + e(0.4) + e(0.6)))
     assert got[0].item() == pytest.approx(expected0, rel=1e-6)
     assert got[1].item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------- no host reads
+@contextlib.contextmanager
+def no_host_reads():
+    """Every way of reading a tensor's value on the host raises: a loss step that passes never stalls a GPU."""
+    names = ["item", "tolist", "__float__", "__int__", "__bool__", "__index__"]
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host read of a tensor value: Tensor.{name}")
+        return method
+    for n in names:
+        setattr(torch.Tensor, n, refuse(n))
+    try:
+        yield
+    finally:
+        for n, method in saved.items():
+            setattr(torch.Tensor, n, method)
+
+
+@pytest.mark.parametrize("cfg_kw", [dict(), dict(selection="none"), dict(dual_weight=0.0),
+                                    dict(dual_mode="symmetric"), dict(selection="min_similarity", min_similarity=0.0)])
+def test_full_queue_step_reads_nothing_on_the_host(cfg_kw):
+    """With a full queue (filled None, as NegativeQueue.negatives() returns it) and the id guard off, loss, backward
+    and stats are pure device work; the stats are read once, afterwards, and equal the filled-mask version's."""
+    q, k, queue, ids = make_case(seed=27)
+    cfg = full_cfg(id_guard=False, **cfg_kw)
+    q = q.clone().requires_grad_(True)
+    full = (queue[0], queue[1], None)
+    with no_host_reads():
+        out = compute_loss_from_embeddings(q, k, ids, full, cfg, q_b=k.clone(), k_a=q.detach().clone())
+        out.loss.backward()
+    assert all(isinstance(v, torch.Tensor) for v in out.stat_tensors.values())
+    masked = compute_loss_from_embeddings(q.detach(), k, ids, (queue[0], queue[1], torch.ones(len(queue[0]),
+                                          dtype=torch.bool)), cfg, q_b=k.clone(), k_a=q.detach().clone())
+    assert out.stats == pytest.approx(masked.stats, abs=1e-6)
+    with pytest.raises(AssertionError, match="host read"), no_host_reads():  # the guard itself can fail
+        float(out.loss)

@@ -123,6 +123,8 @@ def test_negatives_view():
     q.enqueue(keys, ids)
     k, i, f = q.negatives()
     assert k.shape == (5, 2) and i.tolist() == [4, 9, -1, -1, -1] and f.tolist() == [True, True, False, False, False]
+    q.enqueue(torch.randn(3, 2), torch.tensor([1, 2, 3]))
+    assert q.is_full and q.negatives()[2] is None  # full: the loss needs no mask (and no device read to count it)
 
 
 def test_state_dict_round_trip():

@@ -213,7 +213,7 @@ def test_metrics_rows(tmp_path):
     assert rows[0]["kept_fraction"] == 0.0
     assert all(math.isfinite(r["neg_cos"]) for r in rows[1:])
     # with the queue full the top-6 (+2 random) of 20 filled slots are kept
-    assert rows[-1]["kept_fraction"] <= 8 / 20 + 1e-9
+    assert rows[-1]["kept_fraction"] <= 8 / 20 + 1e-6  # float32 stats
 
 
 def test_metrics_jsonl_is_strict_json(tmp_path):

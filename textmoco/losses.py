@@ -73,14 +73,15 @@ def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor]
     """Guard then select queue negatives for each anchor.
 
     sims: (B, K) cosine similarities anchor x queue slot (detached inside; overwritten when ``inplace``).
-    anchor_ids: (B,) sample ids or None. queue_ids: (K,) ids of the slots. filled: (K,) bool.
+    anchor_ids: (B,) sample ids or None. queue_ids: (K,) ids of the slots. filled: (K,) bool, or None when every
+    slot is filled.
     ``filter_active`` False (warm-up) keeps every filled, non-id-guarded slot. Rules (``cfg.selection``): 'top_k'
     keeps the k most similar, 'top_fraction' the ceil(rho * filled) most similar, 'min_similarity' all with
     s >= t; ``n_random`` adds random easy negatives. Guard: id guard (``cfg.id_guard``) and ``guard_threshold``.
     The top-k rules cost one ``torch.topk`` on the (B, K) matrix and return indices, never a (B, k, D) tensor.
     """
     B, K = sims.shape
-    num_filled = int(filled.sum())
+    num_filled = K if filled is None else int(filled.sum())  # None: a full queue, known without a device read
     use_topk = filter_active and cfg.selection in ("top_k", "top_fraction") and num_filled > 0
     threshold = cfg.guard_threshold if filter_active else None
     if use_topk:  # guard by writing -inf into the score matrix, then one topk
@@ -134,8 +135,22 @@ def info_nce(pos: torch.Tensor, negatives: list[torch.Tensor], temperature: floa
 
 @dataclass
 class LossOutput:
+    """``loss`` (0-d, with grad) and ``stat_tensors``: 0-d detached tensors on the loss's device, so a training step
+    never waits for the device; ``stats`` reads them as floats (one host sync, at the caller's choice)."""
     loss: torch.Tensor
-    stats: dict = field(default_factory=dict)
+    stat_tensors: dict = field(default_factory=dict)
+
+    @property
+    def stats(self) -> dict:
+        return stats_to_floats(self.stat_tensors)
+
+
+def stats_to_floats(stat_tensors: dict) -> dict:
+    """{name: 0-d tensor} -> {name: float} with a single device-to-host copy."""
+    if not stat_tensors:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in stat_tensors.values()]).tolist()
+    return dict(zip(stat_tensors, values))
 
 
 def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue: tuple,
@@ -148,7 +163,7 @@ def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], q
     second (B, K) product nor a (B, K) softmax is needed. Other rules: one dense (B, K) product with a keep-mask.
     """
     keys, queue_ids, filled = queue
-    if keys is None or not bool(filled.any()):
+    if keys is None or (filled is not None and not bool(filled.any())):
         return None
     keys = keys if keys.dtype == torch.float32 else keys.float()
     anchors = anchors.float()
@@ -186,17 +201,17 @@ class _SelectedLogits(torch.autograd.Function):
 
 def _anchored_loss(anchors, positives, anchor_ids, queue, cfg, filter_active, extra_negatives=None):
     """One anchored InfoNCE against the queue (+ optional extra (B, M) negative block). Returns (per-anchor loss,
-    kept count, sum of kept negative cosines)."""
+    kept count, sum of kept negative cosines), the last two as 0-d float32 tensors."""
     pos = (anchors * positives).sum(dim=1)
     negatives = [] if extra_negatives is None else [extra_negatives]
-    kept, neg_sum = 0, 0.0
+    kept = neg_sum = anchors.new_zeros((), dtype=torch.float32)
     chosen = queue_negatives(anchors, anchor_ids, queue, cfg, filter_active)
     if chosen is not None:
         negatives.append(chosen)
-        with torch.no_grad():
+        with torch.no_grad():  # tensors, not floats: no host sync inside the step
             finite = torch.isfinite(chosen)
-            kept = int(finite.sum())
-            neg_sum = float(chosen.detach().masked_fill(~finite, 0.0).sum())
+            kept = finite.sum().float()
+            neg_sum = chosen.detach().masked_fill(~finite, 0.0).sum().float()
     # an empty queue (first step) leaves only the positive: loss 0, gradient 0 — never zero vectors as negatives
     return info_nce(pos, negatives, cfg.temperature), kept, neg_sum
 
@@ -221,23 +236,24 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     """The textmoco loss of one (micro-)batch.
 
     q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad).
-    ids: (B,) sample ids (for the id guard) or None. queue: (keys (K, D), ids (K,), filled (K,)) from
-    ``NegativeQueue.negatives()``. q_all / ids_all: (N, D) / (N,) queries and ids of the global batch (gathered
-    with gradient; default: this process's q / ids) where this process's rows start at ``offset``.
+    ids: (B,) sample ids (for the id guard) or None. queue: (keys (K, D), ids (K,), filled (K,) or None = all
+    filled) from ``NegativeQueue.negatives()``. q_all / ids_all: (N, D) / (N,) queries and ids of the global batch
+    (gathered with gradient; default: this process's q / ids) where this process's rows start at ``offset``.
     q_b, k_a: the swapped pair, only for ``cfg.dual_mode == 'symmetric'``.
-    Returns the mean loss over local anchors and float stats (loss_q2k, loss_k2q, pos_cos, neg_cos, kept_fraction).
+    Returns the mean loss over local anchors and stats (loss_q2k, loss_k2q / loss_sym, pos_cos, neg_cos,
+    kept_fraction) as 0-d tensors (``.stat_tensors``; ``.stats`` gives floats).
     """
     if k.requires_grad:
         k = k.detach()
     l_q2k, kept, neg_sum = _anchored_loss(q, k, ids, queue, cfg, filter_active)
     anchors = q.shape[0]
-    stats = {"loss_q2k": float(l_q2k.mean().detach())}
+    stats = {"loss_q2k": l_q2k.mean().detach()}
     if cfg.dual_mode == "symmetric":
         if q_b is None or k_a is None:
             raise ValueError("dual_mode='symmetric' needs q_b and k_a (the swapped views)")
         l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), ids, queue, cfg, filter_active)
         loss = 0.5 * (l_q2k.mean() + l_sym.mean())
-        stats["loss_sym"] = float(l_sym.mean().detach())
+        stats["loss_sym"] = l_sym.mean().detach()
         kept, neg_sum, anchors = kept + kept2, neg_sum + neg2, anchors * 2
     elif cfg.dual_weight > 0:
         q_all = q if q_all is None else q_all
@@ -249,12 +265,14 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
         q_pos = q_all[offset:offset + q.shape[0]]
         l_k2q, _, _ = _anchored_loss(k, q_pos, ids, key_queue, cfg, filter_active, batch_neg)
         loss = (1 - cfg.dual_weight) * l_q2k.mean() + cfg.dual_weight * l_k2q.mean()
-        stats["loss_k2q"] = float(l_k2q.mean().detach())
+        stats["loss_k2q"] = l_k2q.mean().detach()
     else:
         loss = l_q2k.mean()
-    num_slots = int(queue[2].sum()) if queue[2] is not None else 0
-    stats["pos_cos"] = float((q * k).sum(1).mean().detach())
-    stats["neg_cos"] = neg_sum / kept if kept else float("nan")
-    stats["kept_fraction"] = kept / (anchors * num_slots) if num_slots else 0.0
-    stats["loss"] = float(loss.detach())
+    keys, filled = queue[0], queue[2]
+    slots = anchors * (kept.new_zeros(()) if keys is None else filled.sum().float() if filled is not None
+                       else kept.new_tensor(float(keys.shape[0])))
+    stats["pos_cos"] = (q * k).sum(1).mean().detach()
+    stats["neg_cos"] = neg_sum / kept  # 0 / 0 = nan while nothing is kept (empty queue)
+    stats["kept_fraction"] = torch.where(slots > 0, kept / slots.clamp_min(1), torch.zeros_like(kept))
+    stats["loss"] = loss.detach()
     return LossOutput(loss, stats)

@@ -7,6 +7,8 @@ so DDP never broadcasts over it; the trainer registers it for checkpointing via 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -73,9 +75,10 @@ class NegativeQueue:
         self.ptr, self.num_enqueued = int(state["ptr"]), int(state["num_enqueued"])
 
     # ------------------------------------------------------------------ use
-    def negatives(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(keys (K, D), ids (K,), filled (K,)). Keys keep the storage dtype; cast at the matmul."""
-        return self.keys, self.ids, self.filled
+    def negatives(self) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(keys (K, D), ids (K,), filled (K,) bool or None once every slot is filled - the loss then needs no
+        device read to count them). Keys keep the storage dtype; cast at the matmul."""
+        return self.keys, self.ids, None if self.is_full else self.filled
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, ids: torch.Tensor, gather: bool = True) -> None:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ObjectiveConfig
-from .losses import compute_loss_from_embeddings
+from .losses import compute_loss_from_embeddings, stats_to_floats
 from .momentum import ema_update, momentum_at
 from .queue import NegativeQueue
 
@@ -74,8 +74,8 @@ class TextMoCoLoss(nn.Module):
         self.queue = NegativeQueue(queue_size, dim, queue_dtype)
         self.momentum, self.momentum_schedule, self.total_steps = momentum, momentum_schedule, total_steps
         self.steps = 0
-        self._pending: Optional[tuple] = None
-        self.last_stats: dict = {}
+        self._pending: Optional[tuple] = None  # (keys, ids, finite flag as a device tensor)
+        self._last_stats: dict = {}
 
     def _embed(self, module: nn.Module, features: dict) -> torch.Tensor:
         return F.normalize(module(dict(features))["sentence_embedding"].float(), dim=-1)
@@ -88,8 +88,8 @@ class TextMoCoLoss(nn.Module):
         if self.training and self.steps > 0:  # the previous step's backward is done: EMA, then enqueue its keys
             m = momentum_at(self.steps, self.total_steps or 0, self.momentum, self.momentum_schedule)
             ema_update(self.key_model, self.model, m)
-            if self._pending is not None:
-                self.queue.enqueue(*self._pending)
+            if self._pending is not None and bool(self._pending[2]):  # the previous step is done: no stall
+                self.queue.enqueue(*self._pending[:2])
             self._pending = None
         ids = token_ids_hash(anchor["input_ids"], anchor.get("attention_mask"))
         q = self._embed(self.model, anchor)
@@ -100,10 +100,15 @@ class TextMoCoLoss(nn.Module):
             else self.steps >= self.objective.filter_warmup_steps
         out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective, filter_active)
         if self.training:  # enqueued at the next forward: the queue tensors are needed by this backward
-            self._pending = (k, ids) if bool(torch.isfinite(out.loss)) else None
+            self._pending = (k, ids, torch.isfinite(out.loss.detach()))  # read at the next step, not now
             self.steps += 1
-        self.last_stats = out.stats
+        self._last_stats = out.stat_tensors
         return out.loss
+
+    @property
+    def last_stats(self) -> dict:
+        """Floats of the last forward's stats (loss, loss_q2k, pos_cos, neg_cos, kept_fraction, ...)."""
+        return stats_to_floats(self._last_stats)
 
     # ------------------------------------------------------------------ checkpoints
     def save_state(self, directory: str) -> str:
@@ -114,7 +119,7 @@ class TextMoCoLoss(nn.Module):
         tensors["queue.counters"] = torch.tensor([self.queue.ptr, self.queue.num_enqueued, self.steps])
         tensors.update({f"key_model.{k}": v.detach().cpu().contiguous()
                         for k, v in self.key_model.state_dict().items()})
-        if self._pending is not None:
+        if self._pending is not None and bool(self._pending[2]):
             tensors["pending.keys"] = self._pending[0].detach().float().cpu().contiguous()
             tensors["pending.ids"] = self._pending[1].detach().cpu()
         os.makedirs(directory, exist_ok=True)
@@ -139,7 +144,8 @@ class TextMoCoLoss(nn.Module):
         device = next(self.model.parameters()).device
         self.key_model.to(device)
         self.steps = steps
-        self._pending = ((t["pending.keys"].to(device), t["pending.ids"].to(device)) if "pending.keys" in t else None)
+        self._pending = ((t["pending.keys"].to(device), t["pending.ids"].to(device), torch.tensor(True))
+                         if "pending.keys" in t else None)
 
     def checkpoint_callback(self):
         """A ``transformers.TrainerCallback`` that saves this loss's state into every Trainer checkpoint and loads

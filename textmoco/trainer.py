@@ -244,7 +244,7 @@ class MoCoTrainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 pending_keys.append(keys)
                 pending_ids.append(ids)
-                window_stats.append(result.stats)
+                window_stats.append(result.stat_tensors)  # device tensors: no sync here
                 self.state["batches_in_epoch"] += 1
                 if not acc.sync_gradients:
                     continue
@@ -286,10 +286,12 @@ class MoCoTrainer:
 
     def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
         names = sorted({k for s in window_stats for k in s})
-        local = torch.tensor([sum(s.get(n, 0.0) for s in window_stats) / len(window_stats) for n in names],
-                             dtype=torch.float64, device=self.accelerator.device)
+        device = self.accelerator.device
+        zero = torch.zeros((), device=device)
+        local = torch.stack([sum((s.get(n, zero).float() for s in window_stats), zero) / len(window_stats)
+                             for n in names]) if names else zero.reshape(0)
         mean = self.accelerator.reduce(local, reduction="mean") if distributed.is_distributed() else local
-        row = dict(zip(names, (float(v) for v in mean)))
+        row = dict(zip(names, mean.tolist()))  # the step's only device-to-host copy of the stats
         row.update(step=step, epoch=self.state["epoch"], lr=self.scheduler.get_last_lr()[0], momentum=m,
                    queue_filled=self.queue.num_filled, skipped=not ok, elapsed_s=round(time.time() - started, 3))
         return row
