@@ -9,7 +9,6 @@ textmoco_config.json).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from textmoco.data.text import (SentenceDataset, load_dataset_sentences, load_st
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.sts import evaluate_sts
-from textmoco.runs import confirm_run, finish_run, process_state, start_run
+from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 
 TEXT_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 2e-5, "batch_size": 64, "max_steps": 150,
@@ -94,9 +93,8 @@ def main(argv=None) -> dict:
                           augment_rate=args.augment_rate, trust_remote_code=args.trust_remote_code)
     head = ProjectionHead(encoder.embedding_dim, encoder.embedding_dim, args.head_dim) if args.head_dim else None
     out = Path(train.output_dir)
-    before_path = out / "eval_before.json"
-    if state.is_main_process and not args.no_eval_before and (checkpoint is None or not before_path.exists()):
-        before_path.write_text(json.dumps(evaluate_sts(encoder, args.eval_split)))
+    before = evaluate_before_training(out, checkpoint, lambda: evaluate_sts(encoder, args.eval_split),
+                                      enabled=not args.no_eval_before)
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
@@ -107,7 +105,6 @@ def main(argv=None) -> dict:
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
     if state.is_main_process:
-        before = json.loads(before_path.read_text()) if before_path.exists() else None
         after = evaluate_sts(trainer.unwrapped.encoder, args.eval_split)
         results["metrics"] = {f"sts_{args.eval_split}_spearman_before": before and before["spearman"],
                               f"sts_{args.eval_split}_spearman": after["spearman"],

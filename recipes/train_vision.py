@@ -8,7 +8,6 @@ card, results.json, metrics.jsonl, training_curve.png and checkpoints/.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from textmoco.data.images import ImageDataset, channel_stats, load_digits_split,
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
-from textmoco.runs import confirm_run, finish_run, process_state, start_run
+from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer
 
 # found on MNIST-5k (docs/VISION.md): symmetric dual-view, fast EMA (0.95 -> 1), digit views without crops
@@ -106,11 +105,9 @@ def main(argv=None) -> dict:
     head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim, last_batch_norm=args.head_last_bn)
             if args.head_dim else None)
     out = Path(train.output_dir)
-    before_path = out / "eval_before.json"
-    if state.is_main_process and (checkpoint is None or not before_path.exists()):  # cached for a resume only
-        before = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))
-        before["raw_pixels"] = raw_pixel_baseline(x_tr, y_tr, x_te, y_te)
-        before_path.write_text(json.dumps(before))
+    before = evaluate_before_training(out, checkpoint, lambda: {
+        **evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te)),
+        "raw_pixels": raw_pixel_baseline(x_tr, y_tr, x_te, y_te)})
 
     def knn_monitor(trainer, step):
         if not args.knn_every or step % args.knn_every or not trainer.accelerator.is_main_process:
@@ -128,7 +125,6 @@ def main(argv=None) -> dict:
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
     if state.is_main_process:
-        before = json.loads(before_path.read_text())
         after = evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te))
         results["metrics"] = {"linear_probe_before": before["linear_probe"], "knn_before": before["knn"],
                               "raw_pixels_linear_probe": before["raw_pixels"]["linear_probe"],

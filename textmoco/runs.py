@@ -3,8 +3,9 @@ resolved configuration, write results.json and the training-curve plot."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .checkpointing import LATEST, atomic_write_json, checkpoint_root, resolve_resume
 
@@ -95,6 +96,23 @@ def clear_earlier_run(output_dir: str) -> None:
         shutil.rmtree(root)
     for name in EARLIER_RUN_FILES:
         (Path(output_dir) / name).unlink(missing_ok=True)
+
+
+def evaluate_before_training(output_dir: str, checkpoint: Optional[Path], evaluate: Callable[[], dict],
+                             enabled: bool = True) -> Optional[dict]:
+    """The starting model's scores, on the main process (None elsewhere or when not ``enabled``): ``evaluate()``
+    on a fresh run, written to ``eval_before.json``; a resumed run reuses that file (its model is no longer the
+    starting one), and evaluates afresh only when the file is missing."""
+    if not process_state().is_main_process:
+        return None
+    path = Path(output_dir) / "eval_before.json"
+    if checkpoint is not None and path.exists():
+        return json.loads(path.read_text())
+    if not enabled:
+        return None
+    scores = evaluate()
+    atomic_write_json(path, scores)
+    return scores
 
 
 def public_options(args: argparse.Namespace | dict) -> dict:
