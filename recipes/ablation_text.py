@@ -53,7 +53,7 @@ def main() -> None:
                 "--no_eval_before", "--progress", "false"] + CELLS[name] + extra
         return {"spearman": train_text.main(argv)["metrics"]["sts_test_spearman"]}
 
-    scores = run_cells(names, args.seeds, run, json_path)
+    scores = run_cells(names, args.seeds, run, json_path, ["--max_steps", str(args.max_steps)] + extra)
     header = (f"STS-B test Spearman ×100 after {args.max_steps} steps of batch 64 from all-MiniLM-L6-v2 (start: "
               f"{scores['start']:.2f}); mean ± std over seeds. Command: `python recipes/ablation_text.py "
               f"--seeds {' '.join(map(str, args.seeds))}{' -- ' + ' '.join(extra) if extra else ''}`")

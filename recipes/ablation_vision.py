@@ -40,7 +40,7 @@ def main() -> None:
         return {"linear_probe": metrics["linear_probe"], "knn": metrics["knn"]}
 
     json_path = Path(args.out).with_suffix(".json")
-    scores = run_cells(names, args.seeds, run, json_path)
+    scores = run_cells(names, args.seeds, run, json_path, extra)
     base_path = json_path.with_name(json_path.stem + "_baselines.json")
     saved = json.loads(base_path.read_text()) if base_path.exists() else {}
     saved.update(baselines)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 _OFF = ["--selection", "none", "--id_guard", "false", "--guard_threshold", "none"]
 _SELECT = ["--selection", "top_k", "--top_k", "512", "--id_guard", "true", "--guard_threshold", "0.9"]
@@ -23,16 +23,25 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def run_cells(names: list[str], seeds: list[int], run: Callable[[str, int], dict], json_path: str | Path) -> dict:
+def run_cells(names: list[str], seeds: list[int], run: Callable[[str, int], dict], json_path: str | Path,
+              options: Sequence[str] = ()) -> dict:
     """``run(cell, seed) -> {metric: value}`` for every (seed, cell) not yet in ``json_path`` (seed-major, so
-    a first full row comes early); results are saved after each run. Returns {cell: {seed: {metric: value}}}."""
-    json_path = Path(json_path)
+    a first full row comes early); results are saved after each run, each with the ``options`` every run of the
+    table shares. A saved run made with other options is an error (naming both), not silently reused: a table
+    never mixes settings. Returns {cell: {seed: {metric: value, "options": [...]}}}."""
+    json_path, options = Path(json_path), list(options)
     scores = json.loads(json_path.read_text()) if json_path.exists() else {}
+    for name in names:
+        for seed, saved in scores.get(name, {}).items():
+            if saved.get("options") != options:
+                raise ValueError(f"{json_path} holds {name!r} seed {seed} run with options {saved.get('options')} "
+                                 f"but this ablation has {options}; use another --out (or delete that file) "
+                                 "to start a table with these options")
     for seed in seeds:
         for name in names:
             if str(seed) in scores.get(name, {}):
                 continue
-            scores.setdefault(name, {})[str(seed)] = run(name, seed)
+            scores.setdefault(name, {})[str(seed)] = {**run(name, seed), "options": options}
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(scores, indent=2))
             print(f"{name} seed {seed}: {scores[name][str(seed)]}", flush=True)

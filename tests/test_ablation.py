@@ -1,0 +1,47 @@
+"""The ablation harness: resumable seed loop, no mixing of settings in one table, mean ± std rows."""
+import json
+import statistics
+
+import pytest
+
+from textmoco.ablation import markdown_table, run_cells
+
+
+def fake_run(calls):
+    def run(name, seed):
+        calls.append((name, seed))
+        return {"acc": 0.5 + 0.1 * seed + (0.05 if name == "b" else 0.0)}
+    return run
+
+
+def test_run_cells_resumes_and_records_options(tmp_path):
+    path, calls = tmp_path / "t.json", []
+    run_cells(["a", "b"], [0], fake_run(calls), path, ["--max_steps", "10"])
+    assert calls == [("a", 0), ("b", 0)]
+    scores = run_cells(["a", "b"], [0, 1], fake_run(calls), path, ["--max_steps", "10"])
+    assert calls[2:] == [("a", 1), ("b", 1)]  # only the missing seed ran
+    assert json.loads(path.read_text()) == scores
+    assert scores["b"]["1"] == {"acc": pytest.approx(0.65), "options": ["--max_steps", "10"]}
+
+
+def test_run_cells_refuses_saved_runs_with_other_options(tmp_path):
+    path, calls = tmp_path / "t.json", []
+    run_cells(["a"], [0], fake_run(calls), path, ["--max_steps", "10"])
+    before = path.read_text()
+    with pytest.raises(ValueError, match=r"'a' seed 0 .*\['--max_steps', '10'\].*\['--max_steps', '20'\]"):
+        run_cells(["a"], [0, 1], fake_run(calls), path, ["--max_steps", "20"])
+    assert calls == [("a", 0)] and path.read_text() == before  # nothing ran, nothing overwritten
+    with pytest.raises(ValueError, match="another --out"):  # not even for other seeds: one table, one setting
+        run_cells(["a"], [1], fake_run(calls), path, ["--max_steps", "20"])
+    run_cells(["a"], [0, 1], fake_run(calls), tmp_path / "other.json", ["--max_steps", "20"])
+    assert calls[1:] == [("a", 0), ("a", 1)]
+
+
+def test_markdown_table_mean_and_std(tmp_path):
+    scores = run_cells(["a", "b"], [0, 1, 2], fake_run([]), tmp_path / "t.json")
+    table = markdown_table(scores, ["a", "b"], ["acc"], "header", digits=3, extra_rows={"raw": {"acc": 0.4}})
+    row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
+    vals = [0.55, 0.65, 0.75]
+    assert f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} (n=3)" in row_b
+    assert row_b.split(" | ")[1:4] == ["0.550", "0.650", "0.750"]
+    assert "| raw |  |  |  | 0.400 |" in table
