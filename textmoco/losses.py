@@ -269,10 +269,14 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     else:
         loss = l_q2k.mean()
     keys, filled = queue[0], queue[2]
-    slots = anchors * (kept.new_zeros(()) if keys is None else filled.sum().float() if filled is not None
-                       else kept.new_tensor(float(keys.shape[0])))
+    if keys is None:
+        stats["kept_fraction"] = torch.zeros_like(kept)
+    elif filled is None:  # full queue: the slot count is a Python number, no host-to-device copy
+        stats["kept_fraction"] = kept / (anchors * keys.shape[0])
+    else:
+        slots = anchors * filled.sum().float()
+        stats["kept_fraction"] = torch.where(slots > 0, kept / slots.clamp_min(1), torch.zeros_like(kept))
     stats["pos_cos"] = (q * k).sum(1).mean().detach()
     stats["neg_cos"] = neg_sum / kept  # 0 / 0 = nan while nothing is kept (empty queue)
-    stats["kept_fraction"] = torch.where(slots > 0, kept / slots.clamp_min(1), torch.zeros_like(kept))
     stats["loss"] = loss.detach()
     return LossOutput(loss, stats)
