@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=None, help=f"subset of {list(CELLS) + [MNRL]}")
     parser.add_argument("--max_steps", type=int, default=150, help="optimizer steps per run")
     parser.add_argument("--work_dir", default="outputs/ablation_text", help="where the runs go")
-    parser.add_argument("--out", default="results/ablation_text.md", help="markdown table to write; the .json beside it keeps finished runs, so a rerun with the same "
-                             "options only runs what is missing (other options: use another --out)")
+    parser.add_argument("--out", default="results/ablation_text.md",
+                        help="markdown table to write; the .json beside it keeps finished runs, so a rerun with "
+                             "the same options only runs what is missing (other options: use another --out)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every textmoco run (after --)")
     args = parser.parse_args()
     extra = [a for a in args.extra if a != "--"]

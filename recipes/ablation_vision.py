@@ -22,8 +22,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per cell")
     parser.add_argument("--cells", nargs="+", default=None, help=f"subset of {list(CELLS)}")
     parser.add_argument("--work_dir", default="outputs/ablation_vision", help="where the runs go")
-    parser.add_argument("--out", default="results/ablation_vision.md", help="markdown table to write; the .json beside it keeps finished runs, so a rerun with the same "
-                             "options only runs what is missing (other options: use another --out)")
+    parser.add_argument("--out", default="results/ablation_vision.md",
+                        help="markdown table to write; the .json beside it keeps finished runs, so a rerun with "
+                             "the same options only runs what is missing (other options: use another --out)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args()
     extra = [a for a in args.extra if a != "--"]

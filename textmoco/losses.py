@@ -273,9 +273,8 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
         stats["kept_fraction"] = torch.zeros_like(kept)
     elif filled is None:  # full queue: the slot count is a Python number, no host-to-device copy
         stats["kept_fraction"] = kept / (anchors * keys.shape[0])
-    else:
-        slots = anchors * filled.sum().float()
-        stats["kept_fraction"] = torch.where(slots > 0, kept / slots.clamp_min(1), torch.zeros_like(kept))
+    else:  # no filled slot -> nothing kept -> 0 / 1
+        stats["kept_fraction"] = kept / (anchors * filled.sum().float()).clamp_min(1)
     stats["pos_cos"] = (q * k).sum(1).mean().detach()
     stats["neg_cos"] = neg_sum / kept  # 0 / 0 = nan while nothing is kept (empty queue)
     stats["loss"] = loss.detach()
