@@ -16,13 +16,15 @@ from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
 from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
-from textmoco.data.text import (SentenceDataset, load_dataset_sentences, load_sts_pairs, read_sentences,
+from textmoco.data.text import (SentenceDataset, load_dataset_sentences, read_sentences,
                                 sts_train_sentences)
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
-from textmoco.evaluation.sts import evaluate_sts
+from textmoco.data.corpora import CORPORA, load_corpus
+from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table, headline
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer, check_dataset_size
+from textmoco.weight_averaging import interpolate_, snapshot
 
 TEXT_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 2e-5, "batch_size": 64, "max_steps": 150,
                  "queue_size": 4096, "output_dir": "outputs/text"}
@@ -37,6 +39,8 @@ def get_parser():
     parser = build_parser(__doc__, TEXT_DEFAULTS)
     g = parser.add_argument_group("text")
     g.add_argument("--model", default=None, help="Hub id or local directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--corpus", default=None, choices=CORPORA,
+                   help="a bundled unlabeled corpus (used when neither --train_file nor --dataset is given)")
     g.add_argument("--train_file", default=None, help=".txt (one sentence per line) or .csv/.tsv/.jsonl with --text_column")
     g.add_argument("--dataset", default=None, help="a datasets name or local dataset directory instead of --train_file")
     g.add_argument("--dataset_config", default=None, help="config name of --dataset")
@@ -50,7 +54,16 @@ def get_parser():
                    help="light word augmentation on top of dropout views (default: dropout only)")
     g.add_argument("--augment_rate", type=float, default=0.1, help="per-word probability of --token_augment")
     g.add_argument("--head_dim", type=int, default=0, help="add an MLP projection head of this output size (0 = none)")
-    g.add_argument("--eval_split", default="test", help="STS split (test/dev) or a csv/tsv of sentence1,sentence2,score")
+    g.add_argument("--eval_split", default="test", help="STS-B split (test/dev) or a csv/tsv of sentence1,sentence2,score")
+    g.add_argument("--senteval_dir", default="auto",
+                   help="directory with STS12-en-test ... STS16-en-test (SentEval layout; get it with SentEval's "
+                        "data/downstream/get_transfer_data.bash); 'auto': $TEXTMOCO_SENTEVAL_DIR or "
+                        "../shared/data/senteval-sts when present, else STS-B only; 'none': STS-B only")
+    g.add_argument("--average_with_start", type=float, default=1.0,
+                   help="WiSE-FT: export start + ALPHA * (trained - start); 1 = the trained weights, 0.5 = halfway "
+                        "back to the start model (keeps what the start model knows outside the training corpus)")
+    g.add_argument("--eval_average_alphas", type=float, nargs="*", default=[],
+                   help="also report the STS suite for these --average_with_start values (to choose one)")
     g.add_argument("--no_eval_before", action="store_true", help="skip the evaluation of the starting model")
     g.add_argument("--trust_remote_code", action="store_true", help="allow custom model code from the Hub")
     add_run_arguments(parser)
@@ -67,7 +80,15 @@ def load_sentences(args) -> list[str]:
             raise ValueError("--dataset needs --text_column naming the text column")
         return load_dataset_sentences(args.dataset, args.text_column, args.dataset_split, args.dataset_config,
                                       drop_empty=args.drop_empty)
-    return sts_train_sentences()
+    return load_corpus(args.corpus) if args.corpus else sts_train_sentences()
+
+
+def build_evaluator(args) -> STSSuiteEvaluator:
+    """STS12-16 (when a SentEval directory is found) + STS-B ``--eval_split`` or a user file of scored pairs."""
+    split = args.eval_split
+    bundled = split in ("test", "dev", "validation", "train")
+    return STSSuiteEvaluator(find_senteval_dir(args.senteval_dir), stsb_split=split if bundled else None,
+                             extra=() if bundled else (split,), show_progress_bar=getattr(args, "progress", True))
 
 
 def quiet_progress_bars() -> None:
@@ -84,7 +105,9 @@ def main(argv=None) -> dict:
     state = process_state()  # (start_run created it: the same singleton)
     if not train.progress:  # --progress false: no model-loading bars either
         quiet_progress_bars()
-    load_sts_pairs(args.eval_split)  # a bad --eval_split fails now, not after training
+    if not 0.0 <= args.average_with_start <= 1.0:
+        raise ValueError(f"--average_with_start={args.average_with_start!r} is invalid: it must be in [0, 1]")
+    evaluator = build_evaluator(args)  # a bad --eval_split / --senteval_dir fails now, not after training
     sentences = load_sentences(args)
     check_dataset_size(len(sentences), train, state.num_processes)  # before the model is loaded
     set_seed(train.seed)
@@ -93,8 +116,8 @@ def main(argv=None) -> dict:
                           augment_rate=args.augment_rate, trust_remote_code=args.trust_remote_code)
     head = ProjectionHead(encoder.embedding_dim, encoder.embedding_dim, args.head_dim) if args.head_dim else None
     out = Path(train.output_dir)
-    before = evaluate_before_training(out, checkpoint, lambda: evaluate_sts(encoder, args.eval_split),
-                                      enabled=not args.no_eval_before)
+    before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder), enabled=not args.no_eval_before)
+    start = snapshot(encoder) if args.average_with_start < 1 or args.eval_average_alphas else None
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
@@ -104,14 +127,19 @@ def main(argv=None) -> dict:
     if trainer.state["step"] < trainer.total_steps:  # stop_after: checkpoint only, no export
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
+    trained = trainer.unwrapped.encoder
+    if state.is_main_process and args.eval_average_alphas:
+        final = snapshot(trained)
+        for alpha in args.eval_average_alphas:
+            interpolate_(trained, start, alpha)
+            results[f"average_with_start_{alpha:g}"] = headline(evaluator(trained))
+            trained.load_state_dict(final, strict=False)
+    if start is not None:
+        interpolate_(trained, start, args.average_with_start)
     if state.is_main_process:
-        after = evaluate_sts(trainer.unwrapped.encoder, args.eval_split)
-        results["metrics"] = {f"sts_{args.eval_split}_spearman_before": before and before["spearman"],
-                              f"sts_{args.eval_split}_spearman": after["spearman"],
-                              f"sts_{args.eval_split}_pearson": after["pearson"]}
-        if before:
-            print(f"STS-B {args.eval_split} Spearman x100 before: {before['spearman']:.2f}")
-        print(f"STS-B {args.eval_split} Spearman x100 after:  {after['spearman']:.2f}")
+        after = evaluator(trained)
+        results["metrics"] = {**{f"{k}_before": v for k, v in headline(before or {}).items()}, **after}
+        print("Spearman x100 (cosine; STS12-16: 'all' setting)\n" + format_table(before, after))
     base = args.model or "sentence-transformers/all-MiniLM-L6-v2"
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer("
              f"{(args.hub_model_id or str(out))!r})\nemb = model.encode(['A man plays guitar.', 'Someone plays music.'])")

@@ -19,6 +19,53 @@ CELLS: dict[str, list[str]] = {
 }
 
 
+def _run(corpus: str, lr: float, steps: int, max_length: int = 32, *more: str) -> list[str]:
+    return ["--corpus", corpus, "--lr", str(lr), "--max_steps", str(steps), "--max_length", str(max_length),
+            "--eval_average_alphas", "0.5", *more]
+
+
+_CORPORA = {"stsb": "stsb-train", "wiki": "wiki-vital", "stsb+wiki": "stsb-train+wiki-vital"}
+# the search behind the text recipe's defaults (corpus, lr, steps, length, dual weight, temperature, batch)
+DEFAULTS_STUDY: dict[str, list[str]] = {
+    f"{short} lr {lr:g} {steps} steps": _run(corpus, lr, steps)
+    for short, corpus in _CORPORA.items() for lr in (2e-5, 5e-5, 1e-4) for steps in (150, 400)}
+DEFAULTS_STUDY.update({
+    "wiki lr 5e-05 400 steps len 64": _run("wiki-vital", 5e-5, 400, 64),
+    "stsb+wiki lr 5e-05 400 steps len 64": _run("stsb-train+wiki-vital", 5e-5, 400, 64),
+    "stsb lr 5e-05 400 steps dual 1.0": _run("stsb-train", 5e-5, 400, 32, "--dual_weight", "1.0"),
+    "stsb+wiki lr 5e-05 400 steps dual 1.0": _run("stsb-train+wiki-vital", 5e-5, 400, 32, "--dual_weight", "1.0"),
+    "stsb+wiki lr 5e-05 400 steps tau 0.1": _run("stsb-train+wiki-vital", 5e-5, 400, 32, "--temperature", "0.1"),
+    "stsb+wiki lr 5e-05 200 steps batch 128": _run("stsb-train+wiki-vital", 5e-5, 200, 32, "--batch_size", "128"),
+})
+
+_NONE = ["--selection", "none", "--id_guard", "true", "--guard_threshold", "none"]
+# where hard-negative selection and the false-negative guards help, on top of the recipe's defaults
+SELECTION_STUDY: dict[str, list[str]] = {
+    "no selection, no similarity guard": _NONE,
+    "top_k 512 + guard 0.9": ["--selection", "top_k", "--top_k", "512", "--guard_threshold", "0.9"],
+    "top_k 128 + guard 0.9": ["--selection", "top_k", "--top_k", "128", "--guard_threshold", "0.9"],
+    "top_k 2048 + guard 0.9": ["--selection", "top_k", "--top_k", "2048", "--guard_threshold", "0.9"],
+    "top_fraction 0.05 + guard 0.9": ["--selection", "top_fraction", "--top_fraction", "0.05",
+                                      "--guard_threshold", "0.9"],
+    "min_similarity 0.3 + guard 0.9": ["--selection", "min_similarity", "--min_similarity", "0.3",
+                                       "--guard_threshold", "0.9"],
+    "guard 0.8 only": ["--selection", "none", "--guard_threshold", "0.8"],
+    "guard 0.7 only": ["--selection", "none", "--guard_threshold", "0.7"],
+    "top_k 512 + guard 0.9, no warm-up": ["--selection", "top_k", "--top_k", "512", "--guard_threshold", "0.9",
+                                          "--filter_warmup_steps", "0"],
+    "K 16384, no selection": ["--queue_size", "16384"] + _NONE,
+    "K 16384, top_k 512 + guard 0.9, warm-up 100": ["--queue_size", "16384", "--selection", "top_k", "--top_k",
+                                                    "512", "--guard_threshold", "0.9", "--filter_warmup_steps", "100"],
+    "K 65536, no selection": ["--queue_size", "65536"] + _NONE,
+    "K 65536, top_k 512 + guard 0.9, warm-up 100": ["--queue_size", "65536", "--selection", "top_k", "--top_k",
+                                                    "512", "--guard_threshold", "0.9", "--filter_warmup_steps", "100"],
+    "tau 0.1, no selection": ["--temperature", "0.1"] + _NONE,
+    "tau 0.1, top_k 512 + guard 0.9": ["--temperature", "0.1", "--selection", "top_k", "--top_k", "512",
+                                       "--guard_threshold", "0.9"],
+}
+STUDIES = {"ablation": CELLS, "defaults": DEFAULTS_STUDY, "selection": SELECTION_STUDY}
+
+
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
