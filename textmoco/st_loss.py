@@ -1,21 +1,23 @@
 """The textmoco objective as a sentence-transformers loss, for ``SentenceTransformerTrainer``.
 
-The loss owns the momentum (key) encoder — an EMA copy of the SentenceTransformer — and the negative queue, and
-computes the loss with ``losses.compute_loss_from_embeddings``. Data: one text column (SimCSE-style: the same
-sentence twice, dropout makes the views) or two columns (anchor, positive: q from the anchor, k from the positive).
+Queue, key (EMA) encoder, step count, momentum schedule and filter warm-up live in one
+:class:`~textmoco.momentum_contrast.MomentumContrast`, the same object the Accelerate loop (``MoCoTrainer``) uses.
+The loss attaches itself to the Trainer that calls it (at its first training forward) and from then on:
 
-Differences from the Accelerate recipe, by necessity of the Trainer API: the EMA step runs at the start of each
-forward (i.e. after the previous optimizer step) and the queue advances once per forward (per micro-batch under
-gradient accumulation; a forward's keys enter the queue at the next forward, after its backward); sample ids for the id guard are a hash of the token ids (duplicates share an id).
-
-Checkpoints: the Trainer saves the model, not the loss. Pass ``callbacks=[loss.checkpoint_callback()]`` and every
-Trainer checkpoint also gets ``textmoco_loss.safetensors`` (queue, key encoder, step count, the keys waiting to be
-enqueued); ``trainer.train(resume_from_checkpoint=...)`` then restores them, so a resumed run continues with the same
-negatives and EMA teacher instead of an empty queue and a key encoder copied from the query.
+- only a *training* forward (gradients enabled and the model in training mode) adds keys to the step's pending
+  keys; evaluation forwards compute the loss against the queue and touch nothing;
+- at the end of each optimizer step (``TrainerCallback.on_step_end``: once per step whatever
+  ``gradient_accumulation_steps``) the key encoder takes its EMA step with the momentum of
+  ``state.global_step`` of ``state.max_steps`` and the step's keys/ids (all micro-batches, all processes) enter the
+  queue;
+- every Trainer checkpoint also holds ``textmoco_state.safetensors`` (queue, key encoder, step count) and
+  ``trainer.train(resume_from_checkpoint=...)`` restores it; a resumed run without that file is an error, not a
+  silent restart with an empty queue.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from typing import Any, Iterable, Optional
 
@@ -23,17 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .config import ObjectiveConfig
+from .export import PAPER_BIBTEX
 from .losses import compute_loss_from_embeddings, stats_to_floats
-from .momentum import ema_update, momentum_at
+from .momentum_contrast import STATE_FILE, MomentumContrast
 from .queue import NegativeQueue
 
-CITATION = """@article{hoang2025momentum,
-  title={Momentum Contrastive Learning with Enhanced Negative Sampling and Hard Negative Filtering},
-  author={Hoang, Duy and Ngo, Huy and Pham, Khoi and Nguyen, Tri and Bao, Gia and Phan, Huy},
-  journal={arXiv preprint arXiv:2501.16360},
-  year={2025}
-}"""
+LOSS_STATE_FILE = STATE_FILE  # the file each Trainer checkpoint gets
 
 
 def token_ids_hash(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -45,147 +44,271 @@ def token_ids_hash(input_ids: torch.Tensor, attention_mask: Optional[torch.Tenso
     return ((ids + 1) * weights).sum(dim=1) % (2 ** 62)
 
 
+def _embedding_dim(model: nn.Module) -> int:
+    get = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension")
+    return int(get())
+
+
 class TextMoCoLoss(nn.Module):
-    """sentence-transformers loss: ``TextMoCoLoss(model, objective=ObjectiveConfig(), queue_size=4096, ...)``.
+    def __init__(self, model: nn.Module, temperature: float = 0.05, dual_weight: float = 0.5,
+                 key_negatives: str = "batch+queue", selection: str = "top_k", top_k: int = 512,
+                 top_fraction: float = 0.125, min_similarity: float = 0.3, n_random: int = 0,
+                 id_guard: bool = True, guard_threshold: Optional[float] = 0.9,
+                 filter_warmup_steps: Optional[int] = None, queue_size: int = 4096, queue_dtype: str = "float32",
+                 momentum: float = 0.995, momentum_schedule: str = "cosine", gather_across_devices: bool = True,
+                 dual_mode: str = "weighted"):
+        """
+        Momentum contrast with a dual-view loss and selective hard negatives (arXiv 2501.16360): the query
+        encoder is the trained ``model``; keys come from an EMA copy of it (the key encoder) and past keys are
+        kept in a queue of ``queue_size`` negatives. The loss is ``(1 - dual_weight) * L_q2k + dual_weight *
+        L_k2q``: InfoNCE of each query against its key and the queue, plus the key-anchored term (each key
+        against its query, the other queries of the global batch and the queue). Once the queue has been full
+        (or after ``filter_warmup_steps``) only the hardest queue negatives are kept (``selection``) and
+        probable false negatives (cosine above ``guard_threshold``, or the anchor's own sentence) are dropped.
 
-    Args:
-        model: the SentenceTransformer being trained (query encoder).
-        objective: the loss settings (temperature, dual-view, selection, guard); defaults as the recipes.
-        queue_size / queue_dtype: the negative queue.
-        momentum / momentum_schedule / total_steps: EMA of the key encoder; with ``momentum_schedule='cosine'``
-            ``total_steps`` (the Trainer's max_steps) is required to raise m to 1.
-    """
+        The loss attaches a callback to the ``SentenceTransformerTrainer`` that runs it: EMA update and enqueue
+        happen once per optimizer step with the momentum schedule read from the Trainer's state, and queue and
+        key encoder are saved into / restored from the Trainer's checkpoints. Evaluation never changes them.
 
-    def __init__(self, model: nn.Module, objective: Optional[ObjectiveConfig] = None, queue_size: int = 4096,
-                 queue_dtype: str = "float32", momentum: float = 0.995, momentum_schedule: str = "constant",
-                 total_steps: Optional[int] = None):
+        Args:
+            model: the SentenceTransformer to train (query encoder).
+            temperature: softmax temperature (> 0).
+            dual_weight: weight of the key-anchored term in [0, 1]; 0 is plain MoCo.
+            key_negatives: negatives of the key-anchored term: ``"batch+queue"``, ``"queue"`` or ``"batch"``.
+            selection: hard-negative rule on queue slots: ``"none"``, ``"top_k"``, ``"top_fraction"`` or
+                ``"min_similarity"``; ``top_k`` / ``top_fraction`` / ``min_similarity`` are its parameter.
+            n_random: random easy negatives added back per anchor.
+            id_guard: drop queue slots holding the anchor's own sentence (same token ids).
+            guard_threshold: drop queue slots with cosine above this as probable false negatives (None = off).
+            filter_warmup_steps: optimizer steps without selection / threshold guard (None = until the queue
+                has been full once).
+            queue_size: number of past keys kept as negatives.
+            queue_dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+            momentum: EMA momentum of the key encoder at step 0, in [0, 1].
+            momentum_schedule: ``"cosine"`` (raised to 1 over the Trainer's ``max_steps``) or ``"constant"``.
+            gather_across_devices: under several processes, gather the other processes' queries for the
+                key-anchored term's batch negatives (keys and ids for the queue are always gathered, so every
+                process holds the same queue).
+            dual_mode: only ``"weighted"``; the symmetric variant of the Accelerate recipes needs a second query
+                forward of swapped views and is rejected here.
+
+        References:
+            - Momentum Contrastive Learning with Enhanced Negative Sampling and Hard Negative Filtering:
+              https://arxiv.org/abs/2501.16360
+            - MoCo, Momentum Contrast for Unsupervised Visual Representation Learning: https://arxiv.org/abs/1911.05722
+
+        Requirements:
+            1. Single sentences (SimCSE-style: dropout makes the two views) or (anchor, positive) pairs.
+            2. Use it with ``SentenceTransformerTrainer`` (the EMA and queue advance at its optimizer steps).
+
+        Inputs:
+            +---------------------------------------+--------+
+            | Texts                                 | Labels |
+            +=======================================+========+
+            | (text) single sentences               | none   |
+            +---------------------------------------+--------+
+            | (anchor, positive) pairs              | none   |
+            +---------------------------------------+--------+
+
+        Relations:
+            - :class:`~sentence_transformers.sentence_transformer.losses.MultipleNegativesRankingLoss` uses only the
+              current (global) batch as negatives; this loss adds a queue of past keys from a slowly moving key
+              encoder, so the number of negatives does not depend on the batch size.
+            - :class:`~sentence_transformers.sentence_transformer.losses.CachedMultipleNegativesRankingLoss` gets
+              many negatives by a large batch with gradient caching; the queue gets them at the cost of a
+              forward of the key encoder only.
+            - :class:`~sentence_transformers.sentence_transformer.losses.GISTEmbedLoss` drops false negatives with
+              a guide model; this loss drops them with the key encoder's similarity (``guard_threshold``) and the
+              sentence identity (``id_guard``).
+
+        Example:
+            ::
+
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                import textmoco
+
+                model = SentenceTransformer(textmoco.default_text_model())
+                train_dataset = Dataset.from_dict({"text": ["It's nice weather outside today.", "He drove to work."]})
+                loss = textmoco.TextMoCoLoss(model, queue_size=1024)
+                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
+                trainer.train()
+        """
         super().__init__()
-        if momentum_schedule == "cosine" and not total_steps:
-            raise ValueError("momentum_schedule='cosine' needs total_steps (the Trainer's max_steps)")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum={momentum!r} is invalid: momentum must be in [0, 1]")
+        if dual_mode != "weighted":
+            raise ValueError(f"dual_mode={dual_mode!r} is not supported by TextMoCoLoss (only 'weighted'); "
+                             "use the Accelerate recipe (recipes/train_text.py --dual_mode symmetric) for it")
+        self.objective = ObjectiveConfig(temperature=temperature, dual_weight=dual_weight, dual_mode="weighted",
+                                         key_negatives=key_negatives, selection=selection, top_k=top_k,
+                                         top_fraction=top_fraction, min_similarity=min_similarity,
+                                         n_random=n_random, id_guard=id_guard, guard_threshold=guard_threshold,
+                                         filter_warmup_steps=filter_warmup_steps)
         self.model = model
-        self.objective = objective or ObjectiveConfig()
         self.key_model = copy.deepcopy(model)
         for p in self.key_model.parameters():
             p.requires_grad_(False)
-        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") \
-            else model.get_sentence_embedding_dimension()  # sentence-transformers < 6 name
-        self.queue = NegativeQueue(queue_size, dim, queue_dtype)
-        self.momentum, self.momentum_schedule, self.total_steps = momentum, momentum_schedule, total_steps
-        self.steps = 0
-        self._pending: Optional[tuple] = None  # (keys, ids, finite flag as a device tensor)
+        self.gather_across_devices = bool(gather_across_devices)
+        self.moco = MomentumContrast(model, self.key_model, NegativeQueue(queue_size, _embedding_dim(model),
+                                                                          queue_dtype),
+                                     momentum, momentum_schedule, filter_warmup_steps)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # this step's (keys, ids, ok)
+        self._trainer: Any = None
+        self._callback: Any = None
         self._last_stats: dict = {}
 
+    # ------------------------------------------------------------------ the state, for users and tests
+    @property
+    def queue(self) -> NegativeQueue:
+        return self.moco.queue
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the key encoder and queue have taken."""
+        return self.moco.step
+
+    @property
+    def last_stats(self) -> dict:
+        """Floats of the last forward's stats (loss, loss_q2k, loss_k2q, pos_cos, neg_cos, kept_fraction)."""
+        return stats_to_floats(self._last_stats)
+
+    # ------------------------------------------------------------------ forward
     def _embed(self, module: nn.Module, features: dict) -> torch.Tensor:
         return F.normalize(module(dict(features))["sentence_embedding"].float(), dim=-1)
 
-    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: Any = None) -> torch.Tensor:
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]],
+                labels: Any = None) -> dict[str, torch.Tensor]:
         features = list(sentence_features)
         anchor, positive = features[0], features[1] if len(features) > 1 else features[0]
+        training = torch.is_grad_enabled() and self.model.training
+        if training and self._trainer is None:
+            self._attach(_calling_trainer())
         if self.queue.device != anchor["input_ids"].device:
             self.queue.to(anchor["input_ids"].device)
-        if self.training and self.steps > 0:  # the previous step's backward is done: EMA, then enqueue its keys
-            m = momentum_at(self.steps, self.total_steps or 0, self.momentum, self.momentum_schedule)
-            ema_update(self.key_model, self.model, m)
-            if self._pending is not None and bool(self._pending[2]):  # the previous step is done: no stall
-                self.queue.enqueue(*self._pending[:2])
-            self._pending = None
         ids = token_ids_hash(anchor["input_ids"], anchor.get("attention_mask"))
         q = self._embed(self.model, anchor)
         with torch.no_grad():
             self.key_model.train(self.model.training)
             k = self._embed(self.key_model, positive)
-        filter_active = self.queue.is_full if self.objective.filter_warmup_steps is None \
-            else self.steps >= self.objective.filter_warmup_steps
-        out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective, filter_active)
-        if self.training:  # enqueued at the next forward: the queue tensors are needed by this backward
-            self._pending = (k, ids, torch.isfinite(out.loss.detach()))  # read at the next step, not now
-            self.steps += 1
+        q_all, ids_all, offset = None, None, 0
+        if (training and self.gather_across_devices and self.objective.dual_weight > 0
+                and self.objective.key_negatives != "queue" and distributed.is_distributed()):
+            q_all, ids_all = distributed.gather_with_grad(q), distributed.gather_no_grad(ids)
+            offset = distributed.rank() * q.shape[0]
+        out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective,
+                                           self.moco.filter_active(), q_all, ids_all, offset)
+        if training:  # enqueued at the end of the optimizer step, after every micro-batch's backward
+            self._pending.append((k.detach(), ids, torch.isfinite(out.loss.detach())))
         self._last_stats = out.stat_tensors
-        return out.loss
+        # components for the Trainer's logs; they sum to the loss (the second carries the whole gradient)
+        if "loss_k2q" in out.stat_tensors:
+            q2k = (1.0 - self.objective.dual_weight) * out.stat_tensors["loss_q2k"]
+            return {"loss_q2k": q2k, "loss_k2q": out.loss - q2k}
+        return {"loss_q2k": out.loss}
 
-    @property
-    def last_stats(self) -> dict:
-        """Floats of the last forward's stats (loss, loss_q2k, pos_cos, neg_cos, kept_fraction, ...)."""
-        return stats_to_floats(self._last_stats)
+    # ------------------------------------------------------------------ the Trainer side
+    def _attach(self, trainer: Any) -> None:
+        if trainer is None:
+            raise RuntimeError("TextMoCoLoss is training outside a transformers Trainer: the queue and the key "
+                               "encoder advance at the Trainer's optimizer steps. Use SentenceTransformerTrainer, or "
+                               "call loss.on_optimizer_step(global_step, max_steps) after each optimizer step")
+        self._trainer = trainer
+        if not any(isinstance(cb, _CallbackBase()) and cb.loss is self for cb in trainer.callback_handler.callbacks):
+            trainer.add_callback(self.checkpoint_callback())
+        state = trainer.state
+        if state.global_step > 0 and self.moco.step != state.global_step:
+            self._resume(trainer.args.output_dir, state.global_step, _calling_resume_path(trainer))
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_state(self, directory: str) -> str:
-        """Write queue, key encoder, step count and pending keys to ``directory/textmoco_loss.safetensors``."""
-        from safetensors.torch import save_file
-
-        tensors = {f"queue.{k}": v for k, v in self.queue.storage_tensors().items()}
-        tensors["queue.counters"] = torch.tensor([self.queue.ptr, self.queue.num_enqueued, self.steps])
-        tensors.update({f"key_model.{k}": v.detach().cpu().contiguous()
-                        for k, v in self.key_model.state_dict().items()})
-        if self._pending is not None and bool(self._pending[2]):
-            tensors["pending.keys"] = self._pending[0].detach().float().cpu().contiguous()
-            tensors["pending.ids"] = self._pending[1].detach().cpu()
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, LOSS_STATE_FILE)
-        save_file(tensors, path)
-        return path
-
-    def load_state(self, directory: str) -> None:
-        """Restore what :meth:`save_state` wrote (same queue_size and model)."""
-        from safetensors.torch import load_file
-
-        path = os.path.join(directory, LOSS_STATE_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} does not exist: the checkpoint was saved without "
-                                    "callbacks=[loss.checkpoint_callback()]")
-        t = load_file(path)
-        ptr, num_enqueued, steps = (int(v) for v in t["queue.counters"])
-        self.queue.load_state_dict({"keys": t["queue.keys"], "ids": t["queue.ids"], "filled": t["queue.filled"],
-                                    "ptr": ptr, "num_enqueued": num_enqueued})
-        prefix = "key_model."
-        self.key_model.load_state_dict({k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)})
+    def _resume(self, output_dir: str, global_step: int, checkpoint: Optional[str]) -> None:
+        directory = checkpoint or os.path.join(output_dir, f"checkpoint-{global_step}")
+        if not os.path.isfile(os.path.join(directory, LOSS_STATE_FILE)):
+            raise FileNotFoundError(
+                f"resuming at step {global_step} but {os.path.join(directory, LOSS_STATE_FILE)} does not exist: the "
+                "checkpoint holds no TextMoCoLoss queue and key encoder, and training on would restart them "
+                "silently. Resume from a checkpoint saved by a run that used this loss")
+        self.moco.load(directory)
         device = next(self.model.parameters()).device
         self.key_model.to(device)
-        self.steps = steps
-        self._pending = ((t["pending.keys"].to(device), t["pending.ids"].to(device), torch.tensor(True))
-                         if "pending.keys" in t else None)
+        self.queue.to(device)
+        self._pending = []
+
+    def on_optimizer_step(self, global_step: int, max_steps: int) -> float:
+        """After optimizer step ``global_step`` (1-based) of ``max_steps``: EMA with its momentum, then enqueue the
+        step's keys. The attached callback calls it; returns the momentum used."""
+        pending, self._pending = self._pending, []
+        ok = all(bool(p[2]) for p in pending)
+        keys = torch.cat([p[0] for p in pending]) if pending else None
+        ids = torch.cat([p[1] for p in pending]) if pending else None
+        return self.moco.after_optimizer_step(keys, ids, max_steps, ok=ok, step=global_step - 1)
+
+    def save_state(self, directory: str) -> str:
+        """Write queue, key encoder and step count to ``directory/textmoco_state.safetensors``."""
+        return self.moco.save(directory, include_key=True)
+
+    def load_state(self, directory: str) -> None:
+        self._resume("", 0, directory)
 
     def checkpoint_callback(self):
-        """A ``transformers.TrainerCallback`` that saves this loss's state into every Trainer checkpoint and loads
-        it back when training resumes from one (``trainer.train(resume_from_checkpoint=...)``)."""
-        return _make_checkpoint_callback(self)
+        """The ``TrainerCallback`` this loss attaches to its Trainer itself (passing it in ``callbacks`` is
+        allowed and changes nothing): EMA + enqueue at ``on_step_end``, state into each checkpoint at ``on_save``."""
+        if self._callback is None:
+            self._callback = _CallbackBase()(self)
+        return self._callback
 
-    def get_config_dict(self) -> dict:
-        return {**self.objective.to_dict(), "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
-                "momentum": self.momentum, "momentum_schedule": self.momentum_schedule}
+    # ------------------------------------------------------------------ sentence-transformers conventions
+    def get_config_dict(self) -> dict[str, Any]:
+        config = {k: v for k, v in self.objective.to_dict().items() if k != "dual_mode"}
+        return {**config, "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
+                "momentum": self.moco.momentum, "momentum_schedule": self.moco.momentum_schedule,
+                "gather_across_devices": self.gather_across_devices}
 
     @property
     def citation(self) -> str:
-        return CITATION
+        return PAPER_BIBTEX
 
 
-LOSS_STATE_FILE = "textmoco_loss.safetensors"
+_CALLBACK_CLASS = None
 
 
-def _checkpoint_dir(args: Any, state: Any) -> str:
-    return os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+def _CallbackBase():  # noqa: N802 - built lazily: transformers is imported only when a Trainer is used
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        from transformers import TrainerCallback
+
+        class TextMoCoCallback(TrainerCallback):
+            def __init__(self, loss: TextMoCoLoss):
+                self.loss = loss
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.loss.on_optimizer_step(state.global_step, state.max_steps)
+
+            def on_save(self, args, state, control, **kwargs):
+                if state.is_world_process_zero:
+                    self.loss.save_state(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+        _CALLBACK_CLASS = TextMoCoCallback
+    return _CALLBACK_CLASS
 
 
-def _make_checkpoint_callback(loss: "TextMoCoLoss"):
-    """See :meth:`TextMoCoLoss.checkpoint_callback`. The Trainer tells callbacks neither the checkpoint it resumed
-    from nor where it saves, but both are ``output_dir/checkpoint-{global_step}``; a resume from elsewhere (a
-    ``resume_from_checkpoint`` outside ``output_dir``) is reported by an error instead of silently starting over."""
-    from transformers import TrainerCallback
+def _calling_trainer() -> Any:
+    """The transformers ``Trainer`` whose ``compute_loss`` runs this forward (found on the call stack)."""
+    from transformers import Trainer
 
-    class TextMoCoCheckpointCallback(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            if state.global_step > 0 and loss.steps == 0:  # resumed: the Trainer restored global_step
-                directory = _checkpoint_dir(args, state)
-                if not os.path.isfile(os.path.join(directory, LOSS_STATE_FILE)):
-                    raise FileNotFoundError(
-                        f"resuming at step {state.global_step} but {directory}/{LOSS_STATE_FILE} does not exist "
-                        "(resume from a checkpoint in output_dir saved with loss.checkpoint_callback())")
-                loss.load_state(directory)
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Trainer):
+            return candidate
+        frame = frame.f_back
+    return None
 
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                loss.save_state(_checkpoint_dir(args, state))
 
-    return TextMoCoCheckpointCallback()
+def _calling_resume_path(trainer: Any) -> Optional[str]:
+    """The ``resume_from_checkpoint`` directory of the ``trainer.train`` call on the stack (None when not found)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_locals.get("self") is trainer:
+            value = frame.f_locals.get("resume_from_checkpoint")
+            if isinstance(value, (str, os.PathLike)):
+                return str(value)
+        frame = frame.f_back
+    return None
