@@ -72,7 +72,10 @@ def main(argv=None) -> None:
     scores = run_cells(names, args.seeds, run, json_path, extra)
     if "start" not in scores:
         opts = train_text.parse_args(train_text.get_parser(), extra)
+        import torch
+
         encoder = train_text.TextEncoder(opts.model or train_text.default_model(), eval_max_length=256)
+        encoder.to("cuda" if torch.cuda.is_available() else "cpu")
         scores["start"] = headline(train_text.build_evaluator(opts)(encoder))
         json_path.write_text(json.dumps(scores, indent=2))
     metrics = list(scores["start"])
