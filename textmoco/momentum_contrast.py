@@ -10,7 +10,7 @@ cannot drift apart. :meth:`save` / :meth:`load` write and read queue, counters a
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -32,10 +32,13 @@ class MomentumContrast:
         momentum_schedule: ``"cosine"`` (m raised to 1 over ``total_steps``) or ``"constant"``.
         filter_warmup_steps: optimizer steps with no hard-negative selection / threshold guard; ``None`` = until
             the queue has been full once.
+        ema: ``ema(m)`` performs the EMA step (default: :func:`~textmoco.momentum.ema_update` of ``key`` towards
+            ``query``); ``MoCoTrainer`` passes its model's ``momentum_update``.
     """
 
     def __init__(self, query: nn.Module, key: nn.Module, queue: NegativeQueue, momentum: float = 0.995,
-                 momentum_schedule: str = "cosine", filter_warmup_steps: Optional[int] = None):
+                 momentum_schedule: str = "cosine", filter_warmup_steps: Optional[int] = None,
+                 ema: Optional[Callable[[float], None]] = None):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum={momentum!r} is invalid: momentum must be in [0, 1]")
         if momentum_schedule not in ("cosine", "constant"):
@@ -43,6 +46,7 @@ class MomentumContrast:
         self.query, self.key, self.queue = query, key, queue
         self.momentum, self.momentum_schedule = float(momentum), momentum_schedule
         self.filter_warmup_steps = filter_warmup_steps
+        self._ema = ema
         self.step = 0  # optimizer steps done
         self.last_momentum: Optional[float] = None
 
@@ -66,7 +70,10 @@ class MomentumContrast:
         step = self.step if step is None else int(step)
         m = self.momentum_at(step, total_steps)
         if ok:
-            ema_update(self.key, self.query, m)
+            if self._ema is not None:
+                self._ema(m)
+            else:
+                ema_update(self.key, self.query, m)
             if keys is not None and keys.numel():
                 self.queue.enqueue(keys, ids, gather=gather)
         self.step = step + 1

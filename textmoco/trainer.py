@@ -27,7 +27,7 @@ from .config import ObjectiveConfig, QueueConfig, TrainConfig
 from .encoders.base import move_to_device
 from .losses import compute_loss_from_embeddings
 from .model import MoCoModel
-from .momentum import momentum_at
+from .momentum_contrast import MomentumContrast
 from .queue import NegativeQueue
 
 QUEUE_FILE, STATE_FILE = "queue.safetensors", "trainer_state.json"
@@ -114,7 +114,11 @@ class MoCoTrainer:
                                        "constant_with_warmup", optimizer,
                                        num_warmup_steps=int(train.warmup_ratio * self.total_steps),
                                        num_training_steps=self.total_steps)
-        self.queue = NegativeQueue(queue.size, model.output_dim, queue.dtype, self.accelerator.device)
+        # queue, key encoder, momentum schedule, filter warm-up: the object TextMoCoLoss (st_loss.py) uses too
+        self.moco = MomentumContrast(self.unwrapped.query, self.unwrapped.key,
+                                     NegativeQueue(queue.size, model.output_dim, queue.dtype, self.accelerator.device),
+                                     train.momentum, train.momentum_schedule, objective.filter_warmup_steps,
+                                     ema=lambda m: self.unwrapped.momentum_update(m))
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
         self.output_dir = Path(train.output_dir)
         self.metrics_path = self.output_dir / "metrics.jsonl"
@@ -129,9 +133,12 @@ class MoCoTrainer:
     def unwrapped(self) -> MoCoModel:
         return self.accelerator.unwrap_model(self.model)
 
+    @property
+    def queue(self) -> NegativeQueue:
+        return self.moco.queue
+
     def _filter_active(self) -> bool:
-        warmup = self.objective.filter_warmup_steps
-        return self.queue.is_full if warmup is None else self.state["step"] >= warmup
+        return self.moco.filter_active(self.state["step"])
 
     def save(self) -> Path:
         """Write a complete checkpoint (atomic) of the current optimizer step; returns its directory."""
@@ -185,6 +192,7 @@ class MoCoTrainer:
         tensors = load_file(str(path / QUEUE_FILE))
         self.queue.load_state_dict({**tensors, "ptr": state["queue_ptr"], "num_enqueued": state["queue_num_enqueued"]})
         self.state = {k: int(state[k]) for k in ("step", "epoch", "batches_in_epoch")}
+        self.moco.step = self.state["step"]
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
         if self.accelerator.is_main_process and self.metrics_path.exists():  # drop rows after the checkpoint
             rows = [r for r in self.metrics_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.state["step"]]
@@ -255,10 +263,9 @@ class MoCoTrainer:
                         raise FloatingPointError(msg + "; stopped (on_nonfinite='stop'). The last checkpoint "
                                                  "is intact: lower the lr or use on_nonfinite='skip'")
                     acc.print(msg + ": step skipped, queue untouched (on_nonfinite='skip')")
-                m = momentum_at(step, self.total_steps, cfg.momentum, cfg.momentum_schedule)
-                if window_ok:
-                    self.unwrapped.momentum_update(m)
-                    self.queue.enqueue(torch.cat(pending_keys), torch.cat(pending_ids))
+                # EMA + enqueue of the window's keys (all processes); a skipped step moves neither
+                m = self.moco.after_optimizer_step(torch.cat(pending_keys), torch.cat(pending_ids), self.total_steps,
+                                                   ok=window_ok, step=step)
                 self.scheduler.step()
                 self.state["step"] = step = step + 1
                 if step % cfg.log_every == 0 or step == self.total_steps:
