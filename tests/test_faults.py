@@ -133,7 +133,7 @@ def test_nonfinite_skip_drops_the_step_and_keeps_nan_out_of_the_queue(text_cli, 
     out = tmp_path / "skip"
     code, stdout, stderr = textrun.run_inprocess(text_cli.args(out, "--on_nonfinite", "skip", max_steps=4))
     assert code == 0, stderr[-3000:]
-    assert "non-finite loss at optimizer step 2: step skipped, queue untouched" in stdout
+    assert "non-finite gradient at optimizer step 2: step skipped; weights, key encoder and queue untouched" in stdout
     rows = metrics(out)
     assert [r["skipped"] for r in rows] == [False, True, False, False]
     assert rows[1]["loss"] is None  # NaN is logged as null (strict JSON)
@@ -153,7 +153,7 @@ def test_nonfinite_stop_keeps_the_last_checkpoint_and_can_resume(text_cli, tmp_p
                                                                save_every=1))
     assert code == 2
     line = textrun.single_error_line(stderr)
-    assert line.startswith("error: non-finite loss at optimizer step 2; stopped (on_nonfinite='stop')")
+    assert line.startswith("error: non-finite gradient at optimizer step 2; stopped (on_nonfinite='stop')")
     assert "lower the lr" in line
     checkpoint = last_checkpoint(out)
     assert checkpoint.name == "step-1" and is_complete(checkpoint)

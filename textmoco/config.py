@@ -144,7 +144,8 @@ class TrainConfig(_Config):
     save_every: Optional[int] = _opt(None, "checkpoint every N optimizer steps (always at the end)")
     stop_after: Optional[int] = _opt(None, "end this invocation after step N with a checkpoint; resume later")
     keep_checkpoints: int = _opt(2, "how many recent checkpoints to keep")
-    on_nonfinite: str = _opt("skip", "on a NaN/inf loss: skip the step (queue untouched) or stop")
+    on_nonfinite: str = _opt("skip", "on a NaN/inf gradient: skip the step (weights, EMA, queue untouched) or stop")
+    max_consecutive_skips: Optional[int] = _opt(20, "stop after this many consecutive skipped steps (None = never)")
     num_workers: int = _opt(0, "DataLoader worker processes")
     progress: bool = _opt(True, "show a progress bar")
     report_to: Optional[str] = _opt(None, "Accelerate tracker(s), comma-separated: tensorboard, wandb, ... (None = off)")
@@ -172,4 +173,7 @@ class TrainConfig(_Config):
             _check(self.stop_after >= 1, "stop_after", self.stop_after, "an integer >= 1 or None")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         _choice("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
+        if self.max_consecutive_skips is not None:
+            _check(self.max_consecutive_skips >= 1, "max_consecutive_skips", self.max_consecutive_skips,
+                   "an integer >= 1 or None (never stop)")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")

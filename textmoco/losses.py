@@ -55,15 +55,73 @@ def _scatter_or(index: torch.Tensor, flags: torch.Tensor, num_slots: int) -> tor
     return counts.scatter_add_(1, index, flags.to(torch.int32)) > 0
 
 
-def _id_collisions(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, slots) where a queue slot holds the anchor's own sample id. A binary search of the K slot ids in the
-    B sorted anchor ids makes this O(K log B + B*c) (c = the few colliding slots), instead of a dense (B, K)
-    comparison or a sort of the queue (``torch.isin``)."""
-    sorted_ids = anchor_ids.sort().values
-    position = torch.searchsorted(sorted_ids, queue_ids).clamp(max=sorted_ids.numel() - 1)
-    slots = (sorted_ids[position] == queue_ids).nonzero().squeeze(1)
-    rows, cols = (queue_ids[slots].unsqueeze(0) == anchor_ids.unsqueeze(1)).nonzero(as_tuple=True)
-    return rows, slots[cols]
+# Chunking (see docs/SCALING.md "Memory"): the selection walks the queue in blocks of slots, so its extra memory is
+# one (B, rows) float32 score block (+ a running (B, k) top-k) whatever K is, and a half-precision queue is upcast
+# UPCAST_CHUNK_BYTES at a time, never as a whole (K, D) float32 copy.
+SCORE_CHUNK_BYTES = 8 * 2 ** 20
+UPCAST_CHUNK_BYTES = 2 * 2 ** 20
+
+
+def _score_rows(num_anchors: int) -> int:
+    return max(256, SCORE_CHUNK_BYTES // (4 * max(1, num_anchors)))
+
+
+def _upcast_rows(dim: int) -> int:
+    return max(64, UPCAST_CHUNK_BYTES // (4 * max(1, dim)))
+
+
+def _queue_scores(anchors: torch.Tensor, keys: torch.Tensor, start: int = 0, stop: Optional[int] = None,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, stop - start) float32 = anchors (B, D) float32 @ keys[start:stop].T; a half-precision ``keys`` is upcast
+    ``_upcast_rows`` rows at a time (no (K, D) float32 copy)."""
+    stop = keys.shape[0] if stop is None else stop
+    if keys.dtype == torch.float32:
+        return torch.matmul(anchors, keys[start:stop].t(), out=out) if out is not None else \
+            anchors @ keys[start:stop].t()
+    out = anchors.new_empty(anchors.shape[0], stop - start) if out is None else out
+    step = _upcast_rows(keys.shape[1])
+    for a in range(start, stop, step):
+        b = min(stop, a + step)
+        torch.matmul(anchors, keys[a:b].float().t(), out=out[:, a - start:b - start])
+    return out
+
+
+def _id_guard_block(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> torch.Tensor:
+    """(B, c) bool, True where the slot holds the anchor's own sample id: a dense compare with fixed shapes (no
+    device-to-host copy; done per block of slots, so never more than a score block)."""
+    return anchor_ids.unsqueeze(1) == queue_ids.unsqueeze(0)
+
+
+def _guard_block_(scores: torch.Tensor, start: int, anchor_ids, queue_ids, filled, threshold, id_guard) -> None:
+    """Write -inf into a (B, c) block of scores (slots start..start+c) for unfilled, id-guarded and
+    above-threshold slots. The one place a further guard (e.g. a guide model's scores) would go."""
+    stop = start + scores.shape[1]
+    if filled is not None:
+        scores.masked_fill_(~filled[start:stop].unsqueeze(0), NEG_INF)
+    if threshold is not None:
+        scores.masked_fill_(scores > threshold, NEG_INF)
+    if id_guard and anchor_ids is not None:
+        scores.masked_fill_(_id_guard_block(anchor_ids, queue_ids[start:stop]), NEG_INF)
+
+
+@torch.no_grad()
+def _topk_chunked(block, B: int, K: int, k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over K slots walked in blocks: ``block(start, stop)`` gives the guarded (B, stop - start) float32
+    scores. Keeps a running (B, k) top-k; memory (B, k + rows) whatever K is; fixed shapes, no host read."""
+    rows = max(_score_rows(B), k)
+    best_v = best_i = None
+    for start in range(0, K, rows):
+        stop = min(K, start + rows)
+        scores = block(start, stop)
+        if best_v is None:
+            best_v, best_i = torch.topk(scores, min(k, stop - start), dim=1, sorted=False)
+            continue
+        merged_v, pos = torch.topk(torch.cat([best_v, scores], 1), k, dim=1, sorted=False)
+        held = best_v.shape[1]
+        old = best_i.gather(1, pos.clamp(max=held - 1))
+        best_i = torch.where(pos < held, old, pos - held + start)
+        best_v = merged_v
+    return best_v, best_i
 
 
 @torch.no_grad()
@@ -78,52 +136,69 @@ def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor]
     ``filter_active`` False (warm-up) keeps every filled, non-id-guarded slot. Rules (``cfg.selection``): 'top_k'
     keeps the k most similar, 'top_fraction' the ceil(rho * filled) most similar, 'min_similarity' all with
     s >= t; ``n_random`` adds random easy negatives. Guard: id guard (``cfg.id_guard``) and ``guard_threshold``.
-    The top-k rules cost one ``torch.topk`` on the (B, K) matrix and return indices, never a (B, k, D) tensor.
+    The top-k rules walk the slots in blocks (a running top-k, :func:`_topk_chunked`) and return indices, never a
+    (B, k, D) tensor. No device-to-host copy once the queue is full (``filled`` None).
     """
     B, K = sims.shape
+    sims = sims.detach()
+
+    def block(start, stop):
+        chunk = sims[:, start:stop]
+        chunk = chunk if inplace and chunk.dtype == torch.float32 else chunk.float().clone()
+        _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+        return chunk
+
+    return _select(block, B, K, sims.device, filled, cfg, filter_active, generator)
+
+
+def _select(block, B: int, K: int, device, filled, cfg: ObjectiveConfig, filter_active: bool,
+            generator: Optional[torch.Generator] = None) -> NegativeSelection:
+    """The selection rules on guarded score blocks (``block(start, stop)``: (B, stop - start) float32 with -inf
+    on guarded slots, computed on demand)."""
     num_filled = K if filled is None else int(filled.sum())  # None: a full queue, known without a device read
     use_topk = filter_active and cfg.selection in ("top_k", "top_fraction") and num_filled > 0
     threshold = cfg.guard_threshold if filter_active else None
-    if use_topk:  # guard by writing -inf into the score matrix, then one topk
-        scores = sims.detach() if inplace else sims.detach().float().clone()
-        if num_filled < K:
-            scores.masked_fill_(~filled.unsqueeze(0), NEG_INF)
-        if threshold is not None:
-            scores.masked_fill_(scores > threshold, NEG_INF)
-        if cfg.id_guard and anchor_ids is not None:
-            scores[_id_collisions(anchor_ids, queue_ids)] = NEG_INF
+    block_threshold = _with_threshold(block, threshold)
+    if use_topk:
         k = int(cfg.top_k) if cfg.selection == "top_k" else math.ceil(cfg.top_fraction * num_filled)
-        values, index = torch.topk(scores, max(1, min(k, num_filled)), dim=1, sorted=False)
+        k = max(1, min(k, num_filled))
+        if cfg.n_random == 0 or k >= num_filled:
+            values, index = _topk_chunked(block_threshold, B, K, k, device)
+            return NegativeSelection(index, values > NEG_INF, values)
+        scores = block_threshold(0, K)  # n_random: a dense (B, K) noise draw needs the whole guarded matrix
+        values, index = torch.topk(scores, k, dim=1, sorted=False)
         valid = values > NEG_INF
-        if cfg.n_random > 0 and k < num_filled:
-            noise = torch.rand(B, K, device=sims.device, generator=generator)
-            noise.masked_fill_(scores == NEG_INF, -1.0)
-            noise.scatter_(1, index, -1.0)
-            r_values, r_index = torch.topk(noise, min(cfg.n_random, K - k), dim=1, sorted=False)
-            r_valid = r_values >= 0
-            index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_valid], 1)
-            values = torch.cat([values, sims.detach().gather(1, r_index).masked_fill(~r_valid, NEG_INF)], 1)
+        noise = torch.rand(B, K, device=device, generator=generator)
+        noise.masked_fill_(scores == NEG_INF, -1.0)
+        noise.scatter_(1, index, -1.0)
+        r_values, r_index = torch.topk(noise, min(cfg.n_random, K - k), dim=1, sorted=False)
+        r_valid = r_values >= 0
+        index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_valid], 1)
+        values = torch.cat([values, scores.gather(1, r_index).masked_fill(~r_valid, NEG_INF)], 1)
         return NegativeSelection(index, valid, values)
-    valid = None  # the guards: filled, threshold, id
-    if threshold is not None:
-        valid = sims.detach() <= threshold
-    if num_filled < K:
-        valid = filled.unsqueeze(0).expand(B, K).clone() if valid is None else valid & filled.unsqueeze(0)
-    if cfg.id_guard and anchor_ids is not None:
-        rows, slots = _id_collisions(anchor_ids, queue_ids)
-        if rows.numel():
-            valid = torch.ones(B, K, dtype=torch.bool, device=sims.device) if valid is None else valid
-            valid[rows, slots] = False
+    scores = block_threshold(0, K)  # dense rules: the (B, K) logits exist anyway
+    valid = scores > NEG_INF
     keep = valid
     if filter_active and cfg.selection == "min_similarity" and num_filled > 0:
-        chosen = sims.detach() >= cfg.min_similarity
-        keep = chosen if valid is None else chosen & valid
+        keep = valid & (scores >= cfg.min_similarity)
         if cfg.n_random > 0:
-            noise = torch.rand(B, K, device=sims.device, generator=generator)
-            noise.masked_fill_(keep if valid is None else keep | ~valid, -1.0)
+            noise = torch.rand(B, K, device=device, generator=generator)
+            noise.masked_fill_(keep | ~valid, -1.0)
             r_values, r_index = torch.topk(noise, min(cfg.n_random, K), dim=1, sorted=False)
             keep = keep | _scatter_or(r_index, r_values >= 0, K)
     return NegativeSelection(None, keep)
+
+
+def _with_threshold(block, threshold):
+    """``block`` plus the threshold guard (only while the filters are active)."""
+    if threshold is None:
+        return block
+
+    def guarded(start, stop):
+        scores = block(start, stop)
+        return scores.masked_fill_(scores > threshold, NEG_INF)
+
+    return guarded
 
 
 def info_nce(pos: torch.Tensor, negatives: list[torch.Tensor], temperature: float) -> torch.Tensor:
@@ -156,33 +231,71 @@ def stats_to_floats(stat_tensors: dict) -> dict:
 def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue: tuple,
                     cfg: ObjectiveConfig, filter_active: bool = True) -> Optional[torch.Tensor]:
     """(B, M) cosines of each anchor to its kept queue slots, -inf where dropped; differentiable through
-    ``anchors`` when it requires grad. None when the queue is empty.
+    ``anchors`` when it requires grad. None when the queue is empty. Always float32 (a half-precision queue is
+    upcast block by block, see :func:`_queue_scores`).
 
-    Top-k rules: the (B, K) scores are computed once without gradient, guarded in place and reduced by one topk;
+    Top-k rules: the scores are computed without gradient block by block, guarded and reduced by a running top-k;
     the selected (B, k) values carry the gradient through ``_SelectedLogits`` (sparse backward), so neither a
     second (B, K) product nor a (B, K) softmax is needed. Other rules: one dense (B, K) product with a keep-mask.
+    Several anchor sets that share the queue (both anchored terms) go through one call stacked along B, so the
+    queue is read (and upcast) once per step.
     """
     keys, queue_ids, filled = queue
     if keys is None or (filled is not None and not bool(filled.any())):
         return None
-    keys = keys if keys.dtype == torch.float32 else keys.float()
     anchors = anchors.float()
+    B, K = anchors.shape[0], keys.shape[0]
     if not (filter_active and cfg.selection in ("top_k", "top_fraction")):
-        sims = anchors @ keys.t()
-        return select_hard_negatives(sims, anchor_ids, queue_ids, filled, cfg, filter_active).negatives(sims)
+        sims = _QueueLogits.apply(anchors, keys) if anchors.requires_grad else _queue_scores(anchors.detach(), keys)
+        guarded = sims.detach()
+
+        def dense_block(start, stop):
+            chunk = guarded[:, start:stop].clone()
+            _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+            return chunk
+
+        return _select(dense_block, B, K, anchors.device, filled, cfg, filter_active).negatives(sims)
+    detached = anchors.detach()
+
+    def block(start, stop):
+        scores = _queue_scores(detached, keys, start, stop)
+        _guard_block_(scores, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+        return scores
+
     with torch.no_grad():
-        scores = anchors.detach() @ keys.t()
-    sel = select_hard_negatives(scores, anchor_ids, queue_ids, filled, cfg, filter_active, inplace=True)
+        sel = _select(block, B, K, anchors.device, filled, cfg, filter_active)
     values = sel.values
     if anchors.requires_grad:
         values = _SelectedLogits.apply(anchors, values, sel.index, keys)
     return values.masked_fill(~sel.valid, NEG_INF)
 
 
+class _QueueLogits(torch.autograd.Function):
+    """(B, K) float32 logits anchors @ keys.T for a dense rule. Saves ``keys`` by reference (its storage dtype):
+    a half-precision queue is upcast block by block in forward and backward, never kept as a float32 copy."""
+
+    @staticmethod
+    def forward(ctx, anchors, keys):  # type: ignore[override]
+        ctx.save_for_backward(keys)
+        return _queue_scores(anchors.detach(), keys)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (keys,) = ctx.saved_tensors
+        if keys.dtype == torch.float32:
+            return grad @ keys, None
+        out = grad.new_zeros(grad.shape[0], keys.shape[1])
+        step = _upcast_rows(keys.shape[1])
+        for a in range(0, keys.shape[0], step):
+            out.addmm_(grad[:, a:a + step], keys[a:a + step].float())
+        return out, None
+
+
 class _SelectedLogits(torch.autograd.Function):
     """Re-attach gradient to selected similarities taken from the no-grad score matrix: forward returns
     ``values`` (B, k) = anchors . keys[index]; backward is one sparse (B, K) x (K, D) product,
-    d anchors = sum_j g_ij keys[index_ij], without materialising (B, k, D) or a dense (B, K) gradient."""
+    d anchors = sum_j g_ij keys[index_ij], without materialising (B, k, D) or a dense (B, K) gradient. A
+    half-precision queue is gathered a few anchors at a time (float32 accumulation, bounded memory)."""
 
     @staticmethod
     def forward(ctx, anchors, values, index, keys):  # type: ignore[override]
@@ -193,19 +306,27 @@ class _SelectedLogits(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         index, keys = ctx.saved_tensors
         B, k = index.shape
+        grad = grad.float()
+        if keys.dtype != torch.float32:
+            out = grad.new_empty(B, keys.shape[1])
+            rows = max(1, UPCAST_CHUNK_BYTES // (4 * k * keys.shape[1]))
+            for a in range(0, B, rows):
+                picked = keys.index_select(0, index[a:a + rows].reshape(-1)).float().view(-1, k, keys.shape[1])
+                out[a:a + rows] = torch.bmm(grad[a:a + rows].unsqueeze(1), picked).squeeze(1)
+            return out, None, None, None
         rows = torch.arange(B, device=index.device).repeat_interleave(k)
-        sparse = torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), grad.reshape(-1).to(keys.dtype),
+        sparse = torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), grad.reshape(-1),
                                          (B, keys.shape[0]), check_invariants=False)
         return torch.sparse.mm(sparse, keys), None, None, None
 
 
-def _anchored_loss(anchors, positives, anchor_ids, queue, cfg, filter_active, extra_negatives=None):
-    """One anchored InfoNCE against the queue (+ optional extra (B, M) negative block). Returns (per-anchor loss,
-    kept count, sum of kept negative cosines), the last two as 0-d float32 tensors."""
+def _anchored_loss(anchors, positives, chosen, cfg, extra_negatives=None):
+    """One anchored InfoNCE against its kept queue negatives ``chosen`` ((B, M) or None) (+ optional extra (B, M')
+    negative block). Returns (per-anchor loss, kept count, sum of kept negative cosines), the last two as 0-d
+    float32 tensors."""
     pos = (anchors * positives).sum(dim=1)
     negatives = [] if extra_negatives is None else [extra_negatives]
     kept = neg_sum = anchors.new_zeros((), dtype=torch.float32)
-    chosen = queue_negatives(anchors, anchor_ids, queue, cfg, filter_active)
     if chosen is not None:
         negatives.append(chosen)
         with torch.no_grad():  # tensors, not floats: no host sync inside the step
@@ -232,7 +353,8 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
                                  queue: tuple, cfg: ObjectiveConfig, filter_active: bool = True,
                                  q_all: Optional[torch.Tensor] = None, ids_all: Optional[torch.Tensor] = None,
                                  offset: int = 0, q_b: Optional[torch.Tensor] = None,
-                                 k_a: Optional[torch.Tensor] = None) -> LossOutput:
+                                 k_a: Optional[torch.Tensor] = None,
+                                 extra_key_negatives: Optional[torch.Tensor] = None) -> LossOutput:
     """The textmoco loss of one (micro-)batch.
 
     q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad).
@@ -240,18 +362,45 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     filled) from ``NegativeQueue.negatives()``. q_all / ids_all: (N, D) / (N,) queries and ids of the global batch
     (gathered with gradient; default: this process's q / ids) where this process's rows start at ``offset``.
     q_b, k_a: the swapped pair, only for ``cfg.dual_mode == 'symmetric'``.
+    extra_key_negatives: (B, M, D) normalised keys of explicit hard negatives (pairs' ``negative`` columns, from the
+    momentum encoder, no grad): row i's M keys join anchor q_i's negatives as an extra block (never filtered).
     Returns the mean loss over local anchors and stats (loss_q2k, loss_k2q / loss_sym, pos_cos, neg_cos,
     kept_fraction) as 0-d tensors (``.stat_tensors``; ``.stats`` gives floats).
     """
-    if k.requires_grad:
-        k = k.detach()
-    l_q2k, kept, neg_sum = _anchored_loss(q, k, ids, queue, cfg, filter_active)
+    f32 = [None if t is None else t.float() for t in (q, k, q_all, q_b, k_a, extra_key_negatives)]
+    with torch.autocast(q.device.type, enabled=False):  # float32 even inside a caller's autocast
+        return _loss_float32(f32[0], f32[1], ids, queue, cfg, filter_active, f32[2], ids_all, offset, f32[3],
+                             f32[4], f32[5])
+
+
+def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active) -> list:
+    """``queue_negatives`` of several (B, D) anchor sets in one pass over the queue (stacked along B; the selection
+    is per row, so this equals separate calls): the queue is read, and a half-precision one upcast, once per step
+    for both anchored terms. Returns one (B, M) block (or None) per set."""
+    if len(anchor_sets) == 1:
+        return [queue_negatives(anchor_sets[0], ids, queue, cfg, filter_active)]
+    stacked_ids = None if ids is None else ids.repeat(len(anchor_sets))
+    chosen = queue_negatives(torch.cat(anchor_sets), stacked_ids, queue, cfg, filter_active)
+    return [None] * len(anchor_sets) if chosen is None else list(chosen.split(anchor_sets[0].shape[0]))
+
+
+def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, q_b, k_a,
+                  extra_key_negatives) -> LossOutput:
+    k = k.detach()
+    symmetric = cfg.dual_mode == "symmetric"
+    if symmetric and (q_b is None or k_a is None):
+        raise ValueError("dual_mode='symmetric' needs q_b and k_a (the swapped views)")
+    extra = None
+    if extra_key_negatives is not None:  # (B, M): each anchor against its own explicit negatives
+        extra = torch.einsum("bd,bmd->bm", q, extra_key_negatives.detach())
+    key_term = not symmetric and cfg.dual_weight > 0
+    sets = [q] + ([q_b] if symmetric else []) + ([k] if key_term and cfg.key_negatives != "batch" else [])
+    chosen = _stacked_queue_negatives(sets, ids, queue, cfg, filter_active)
+    l_q2k, kept, neg_sum = _anchored_loss(q, k, chosen[0], cfg, extra)
     anchors = q.shape[0]
     stats = {"loss_q2k": l_q2k.mean().detach()}
-    if cfg.dual_mode == "symmetric":
-        if q_b is None or k_a is None:
-            raise ValueError("dual_mode='symmetric' needs q_b and k_a (the swapped views)")
-        l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), ids, queue, cfg, filter_active)
+    if symmetric:
+        l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), chosen[1], cfg)
         loss = 0.5 * (l_q2k.mean() + l_sym.mean())
         stats["loss_sym"] = l_sym.mean().detach()
         kept, neg_sum, anchors = kept + kept2, neg_sum + neg2, anchors * 2
@@ -261,9 +410,9 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
         batch_neg = None
         if cfg.key_negatives in ("batch+queue", "batch"):
             batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg)
-        key_queue = queue if cfg.key_negatives != "batch" else (None, None, None)
+        key_chosen = chosen[1] if cfg.key_negatives != "batch" else None
         q_pos = q_all[offset:offset + q.shape[0]]
-        l_k2q, _, _ = _anchored_loss(k, q_pos, ids, key_queue, cfg, filter_active, batch_neg)
+        l_k2q, _, _ = _anchored_loss(k, q_pos, key_chosen, cfg, batch_neg)
         loss = (1 - cfg.dual_weight) * l_q2k.mean() + cfg.dual_weight * l_k2q.mean()
         stats["loss_k2q"] = l_k2q.mean().detach()
     else:
