@@ -21,12 +21,14 @@ from .momentum import ema_update
 @dataclass
 class MoCoOutput:
     """q: (B, D') normalised queries of view a (grad); k: (B, D') normalised keys of view b (no grad);
-    q_b / k_a: the swapped pair when ``symmetric`` (else None)."""
+    q_b / k_a: the swapped pair when ``symmetric`` (else None); k_neg: (B, M, D') normalised keys of explicit
+    negatives (pairs with a ``negative`` column; from the key encoder, no grad) or None."""
 
     q: torch.Tensor
     k: torch.Tensor
     q_b: Optional[torch.Tensor] = None
     k_a: Optional[torch.Tensor] = None
+    k_neg: Optional[torch.Tensor] = None
 
 
 class QueryBranch(nn.Module):
@@ -66,16 +68,21 @@ class MoCoModel(nn.Module):
 
     def forward(self, inputs: Any) -> MoCoOutput:
         view_a, view_b = self.query.encoder.make_views(inputs)
+        explicit = getattr(self.query.encoder, "explicit_negatives", None)
+        neg_view = explicit(inputs) if explicit is not None else None
         q = self.query(view_a)
+        k_neg = None
         with torch.no_grad():
             self.key.train(self.training)
             k = self.key(view_b)
+            if neg_view is not None:
+                k_neg = self.key(neg_view).view(k.shape[0], -1, k.shape[-1])
         if not self.symmetric:
-            return MoCoOutput(q, k)
+            return MoCoOutput(q, k, k_neg=k_neg)
         q_b = self.query(view_b)
         with torch.no_grad():
             k_a = self.key(view_a)
-        return MoCoOutput(q, k, q_b, k_a)
+        return MoCoOutput(q, k, q_b, k_a, k_neg)
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
@@ -28,6 +28,8 @@ from .encoders.base import move_to_device
 from .losses import compute_loss_from_embeddings
 from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
+from .data.loader import build_train_loader, load_loader_state, loader_state, set_loader_epoch
+from .data.retrieval import is_streaming
 from .queue import NegativeQueue
 
 QUEUE_FILE, STATE_FILE = "queue.safetensors", "trainer_state.json"
@@ -95,20 +97,20 @@ class MoCoTrainer:
             raise RuntimeError(f"launched with WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate sees {world} "
                                "process(es); launch with torchrun or accelerate launch (--multi_gpu / "
                                "ACCELERATE_USE_CPU=true on CPU)")
-        check_dataset_size(len(train_dataset), train, world)
-        loader = DataLoader(IndexedDataset(train_dataset), batch_size=train.batch_size, shuffle=True,
-                            drop_last=train.drop_last, num_workers=train.num_workers,
-                            collate_fn=IdCollator(model.encoder.collate),
-                            # own generator: starting an epoch's iterator must not draw from the global RNG,
-                            # or a resumed run's dropout/augmentation noise would drift from the uninterrupted one
-                            generator=torch.Generator().manual_seed(train.seed))
+        # map-style or streaming data, sample ids, size checks: all in data/loader.py
+        loader = build_train_loader(train_dataset, model.encoder.collate, train, world, self.accelerator.process_index)
+        self.streaming = is_streaming(loader.dataset)
         decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=train.lr)
-        self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
+        if self.streaming:  # already sharded, read in order; not prepared (no prefetch: exact saved position)
+            (self.model, self.optimizer), self.loader = self.accelerator.prepare(model, optimizer), loader
+        else:
+            self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
         # Accelerate also steps at the end of the data, so a short last window is a step of its own
-        self.steps_per_epoch = max(1, math.ceil(len(self.loader) / train.gradient_accumulation_steps))
+        self.steps_per_epoch = None if self.streaming else \
+            max(1, math.ceil(len(self.loader) / train.gradient_accumulation_steps))
         self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
         self.scheduler = get_scheduler(train.lr_schedule if train.lr_schedule != "constant" else
                                        "constant_with_warmup", optimizer,
@@ -142,6 +144,8 @@ class MoCoTrainer:
 
     def save(self) -> Path:
         """Write a complete checkpoint (atomic) of the current optimizer step; returns its directory."""
+        # streaming: every process's position in its shard (None for map-style data: the sampler + batch count)
+        self._data_state = gather_object([loader_state(self.loader)]) if self.streaming else None
         return checkpointing.save_checkpoint(self.accelerator, str(self.output_dir), self.state["step"],
                                              self.cfg.keep_checkpoints, self._write_queue_and_state)
 
@@ -150,7 +154,8 @@ class MoCoTrainer:
         checkpointing.atomic_write_json(directory / STATE_FILE, {
             **self.state, "queue_ptr": self.queue.ptr, "queue_num_enqueued": self.queue.num_enqueued,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
-            "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict()})
+            "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict(),
+            "data_state": getattr(self, "_data_state", None)})
 
     def check_checkpoint(self, path: str | Path) -> None:
         """``ValueError`` (before anything is loaded) unless ``path`` is a textmoco checkpoint that fits this run:
@@ -193,6 +198,8 @@ class MoCoTrainer:
         self.queue.load_state_dict({**tensors, "ptr": state["queue_ptr"], "num_enqueued": state["queue_num_enqueued"]})
         self.state = {k: int(state[k]) for k in ("step", "epoch", "batches_in_epoch")}
         self.moco.step = self.state["step"]
+        if self.streaming and state.get("data_state"):
+            load_loader_state(self.loader, state["data_state"][self.accelerator.process_index])
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
         if self.accelerator.is_main_process and self.metrics_path.exists():  # drop rows after the checkpoint
             rows = [r for r in self.metrics_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.state["step"]]
@@ -217,7 +224,8 @@ class MoCoTrainer:
             q_all, ids_all = distributed.gather_with_grad(out.q), distributed.gather_no_grad(ids)
             offset = distributed.rank() * out.q.shape[0]
         result = compute_loss_from_embeddings(out.q, out.k, ids, self.queue.negatives(), self.objective,
-                                              self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a)
+                                              self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a,
+                                              extra_key_negatives=getattr(out, "k_neg", None))
         return result, out.k.detach(), ids
 
     def fit(self, resume_from: Optional[str] = None) -> list[dict]:
@@ -235,9 +243,9 @@ class MoCoTrainer:
         pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
         started = time.time()
         while self.state["step"] < self.total_steps and self.state["step"] != cfg.stop_after:
-            self.loader.set_epoch(self.state["epoch"])
+            set_loader_epoch(self.loader, self.state["epoch"])  # sampler and dataset (crops are seeded by epoch)
             loader = self.loader
-            if self.state["batches_in_epoch"]:
+            if self.state["batches_in_epoch"] and not self.streaming:  # streaming: position loaded in load()
                 loader = acc.skip_first_batches(self.loader, self.state["batches_in_epoch"])
             for batch in loader:
                 with acc.accumulate(self.model):

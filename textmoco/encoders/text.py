@@ -73,6 +73,8 @@ class TextCollator:
 
     def __call__(self, samples: Sequence[str]) -> Any:
         samples = list(samples)
+        if samples and all(isinstance(s, tuple) for s in samples):
+            return self.collate_tuples(samples)
         bad = next((s for s in samples if not isinstance(s, str)), None)
         if bad is not None or not samples:
             raise TypeError("TextEncoder.collate expects a non-empty list of str, got "
@@ -82,6 +84,28 @@ class TextCollator:
             return self.tokenize(samples)
         views = [[augment_words(s, self.token_augment, self.augment_rate) for s in samples] for _ in range(2)]
         return self.tokenize(views[0]), self.tokenize(views[1])
+
+    def collate_tuples(self, samples: Sequence[tuple]) -> tuple:
+        """Items with two texts (pairs, crops: view a, view b) -> ``(tokens_a, tokens_b)``; with a third element
+        (a tuple of M explicit negatives per row) -> ``(tokens_a, tokens_b, tokens_neg)``, tokens_neg (B*M, T)
+        row-major. Each view is tokenized on its own (``token_augment``, if set, applies to view a and b)."""
+        widths = {len(s) for s in samples}
+        if widths not in ({2}, {3}):
+            raise TypeError(f"TextEncoder.collate got tuples of {sorted(widths)} elements; expected (view_a, view_b) "
+                            "or (anchor, positive, negatives) for every item of the batch")
+        for column in (0, 1):
+            bad = next((s[column] for s in samples if not isinstance(s[column], str)), None)
+            if bad is not None:
+                raise TypeError(f"TextEncoder.collate: element {column} of an item is {type(bad).__name__}, not str")
+        aug = (lambda t: augment_words(t, self.token_augment, self.augment_rate)) if self.token_augment else \
+            (lambda t: t)
+        out = (self.tokenize([aug(s[0]) for s in samples]), self.tokenize([aug(s[1]) for s in samples]))
+        if widths == {3}:
+            negatives = [n for s in samples for n in (s[2] if isinstance(s[2], (tuple, list)) else (s[2],))]
+            if len(negatives) % len(samples):
+                raise TypeError("TextEncoder.collate: every item needs the same number of negatives")
+            out = out + (self.tokenize(negatives),)
+        return out
 
 
 def _load_error(name: str, err: Exception) -> ValueError:
@@ -221,10 +245,15 @@ class TextEncoder(EncoderAdapter):
     def make_views(self, inputs: Any) -> tuple[Any, Any]:
         """Two views: the augmented pair from ``collate``, or the same tokens twice (dropout makes the noise)."""
         if isinstance(inputs, (tuple, list)):
-            if len(inputs) != 2:
-                raise ValueError(f"expected one token dict or a pair of them, got a sequence of {len(inputs)}")
+            if len(inputs) not in (2, 3):
+                raise ValueError(f"expected one token dict or a pair (+ negatives) of them, got a sequence of "
+                                 f"{len(inputs)}")
             return inputs[0], inputs[1]
         return inputs, inputs
+
+    def explicit_negatives(self, inputs: Any) -> Optional[dict[str, torch.Tensor]]:
+        """The tokens of the explicit negatives (pairs with a ``negative`` column; (B*M, T)) or None."""
+        return inputs[2] if isinstance(inputs, (tuple, list)) and len(inputs) == 3 else None
 
     def forward(self, view: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token dict (B, T) -> pooled embedding (B, D), un-normalised."""

