@@ -143,10 +143,18 @@ def main(argv=None) -> dict:
     base = args.model or "sentence-transformers/all-MiniLM-L6-v2"
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer("
              f"{(args.hub_model_id or str(out))!r})\nemb = model.encode(['A man plays guitar.', 'Someone plays music.'])")
+    # the card: sentence-transformers' own generator (model-index from these scores, x100 -> [0, 1])
+    scores = {k: round(v / 100, 4) for k, v in headline(results.get("metrics") or {}).items()
+              if isinstance(v, (int, float)) and not k.endswith("_before")}
+    text_card = {"sts_metrics": {f"spearman_cosine_{k}": v for k, v in scores.items()}, "sts_name": "sts",
+                 "train_sentences": sentences}
     finish_run(trainer, train.output_dir, results,
                dict(title=f"textmoco sentence embeddings ({Path(base).name})", base_model=base, modality="text",
-                    usage_snippet=usage, datasets=None if (args.train_file or args.dataset) else ["sentence-transformers/stsb"]),
+                    usage_snippet=usage, datasets=None if (args.train_file or args.dataset) else ["sentence-transformers/stsb"],
+                    text_card=text_card),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
+    state.print(f"model saved to {out.resolve()}\n  load it with: from sentence_transformers import SentenceTransformer; "
+                f"model = SentenceTransformer({str(out)!r})")
     return results
 
 

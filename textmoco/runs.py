@@ -116,9 +116,13 @@ def evaluate_before_training(output_dir: str, checkpoint: Optional[Path], evalua
 
 
 def public_options(args: argparse.Namespace | dict) -> dict:
-    """The resolved options without secrets (Hub tokens are never saved or printed)."""
+    """The resolved options without secrets (Hub tokens are never saved or printed) and without absolute local
+    paths (the file is uploaded with the model): an absolute path becomes its last component."""
+    import os
+
     values = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
-    return {k: v for k, v in values.items() if k not in SECRET_OPTIONS}
+    return {k: (os.path.basename(os.path.normpath(v)) if isinstance(v, str) and os.path.isabs(v) else v)
+            for k, v in values.items() if k not in SECRET_OPTIONS}
 
 
 def save_resolved_config(output_dir: str, args: argparse.Namespace | dict, name: str = "textmoco_config.json") -> Path:
@@ -137,17 +141,28 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
                push_to_hub: Optional[str] = None, hub_private: bool = False) -> None:
     """After training (main process only): export the encoder into ``output_dir``, write the model card,
     results.json and training_curve.png, and optionally upload the directory (checkpoints excluded)."""
+    from .export import hub_base_model, write_model_card, write_text_model_card
     from .export import push_to_hub as upload
-    from .export import write_model_card
     from .plotting import plot_training_curve
 
+    card = dict(card)
+    text_card = card.pop("text_card", None)  # text: sentence-transformers' own model card (see write_text_model_card)
+    card["base_model"] = hub_base_model(card.get("base_model"), card.pop("hub_base_model", None))
     trainer.export(output_dir, results=results)
     if not trainer.accelerator.is_main_process:
         return
-    write_model_card(output_dir, metrics=results.get("metrics", {}), train_config=trainer.cfg.to_dict(),
-                     objective_config={**trainer.objective.to_dict(), **{f"queue_{k}": v for k, v in
-                                                                          trainer.queue_cfg.to_dict().items()}},
-                     **card)
+    if card.get("modality") == "text" and text_card is not None:
+        objective = {k: v for k, v in trainer.objective.to_dict().items() if k != "dual_mode"}
+        loss_kwargs = {**objective, "queue_size": trainer.queue_cfg.size, "queue_dtype": trainer.queue_cfg.dtype,
+                       "momentum": trainer.cfg.momentum, "momentum_schedule": trainer.cfg.momentum_schedule}
+        write_text_model_card(output_dir, title=card["title"], base_model=card["base_model"],
+                              loss_kwargs=loss_kwargs, datasets=card.get("datasets"), model_id=push_to_hub,
+                              license=card.get("license") or "apache-2.0", **text_card)
+    else:
+        write_model_card(output_dir, metrics=results.get("metrics", {}), train_config=trainer.cfg.to_dict(),
+                         objective_config={**trainer.objective.to_dict(), **{f"queue_{k}": v for k, v in
+                                                                              trainer.queue_cfg.to_dict().items()}},
+                         **card)
     write_results(output_dir, results)
     plot_training_curve(trainer.metrics_path, Path(output_dir) / "training_curve.png", title=card.get("title", ""))
     if push_to_hub:
