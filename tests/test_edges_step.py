@@ -208,7 +208,11 @@ def test_scaler_skipped_fp16_step_moves_neither_ema_nor_queue(tmp_path, monkeypa
 def test_default_training_step_reads_the_device_once(tmp_path, monkeypatch):
     """Count device-to-host reads (``Tensor.item`` / ``__bool__`` / ``tolist`` / ``nonzero``...) during optimizer
     steps with the default objective (dual view, top_k, id guard, threshold guard) and a full queue, logging off:
-    exactly one per step, the finite check of the gradient norm."""
+    exactly one per step, the finite check of the gradient norm (which also covers the step's keys). AdamW's
+    ``step`` counters are CPU tensors even on a GPU (not capturable / fused), so their ``.item()`` is no device
+    read and is not counted."""
+    import traceback
+
     from torch.overrides import TorchFunctionMode
 
     reads = {"n": 0, "what": []}
@@ -219,7 +223,8 @@ def test_default_training_step_reads_the_device_once(tmp_path, monkeypatch):
 
     class Count(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in SYNCS and func not in (torch.Tensor.any, torch.Tensor.all):
+            if func in SYNCS and func not in (torch.Tensor.any, torch.Tensor.all) and not any(
+                    "torch/optim/" in f.filename for f in traceback.extract_stack(limit=8)):
                 reads["n"] += 1
                 reads["what"].append(getattr(func, "__name__", str(func)))
             return func(*args, **(kwargs or {}))

@@ -107,20 +107,19 @@ def _guard_block_(scores: torch.Tensor, start: int, anchor_ids, queue_ids, fille
 @torch.no_grad()
 def _topk_chunked(block, B: int, K: int, k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k over K slots walked in blocks: ``block(start, stop)`` gives the guarded (B, stop - start) float32
-    scores. Keeps a running (B, k) top-k; memory (B, k + rows) whatever K is; fixed shapes, no host read."""
+    scores. Keeps a running (B, k) top-k (block top-k, then merge): memory (B, rows) + (B, 2k) whatever K is; fixed
+    shapes, no host read."""
     rows = max(_score_rows(B), k)
     best_v = best_i = None
     for start in range(0, K, rows):
         stop = min(K, start + rows)
-        scores = block(start, stop)
+        values, index = torch.topk(block(start, stop), min(k, stop - start), dim=1, sorted=False)
+        index += start
         if best_v is None:
-            best_v, best_i = torch.topk(scores, min(k, stop - start), dim=1, sorted=False)
+            best_v, best_i = values, index
             continue
-        merged_v, pos = torch.topk(torch.cat([best_v, scores], 1), k, dim=1, sorted=False)
-        held = best_v.shape[1]
-        old = best_i.gather(1, pos.clamp(max=held - 1))
-        best_i = torch.where(pos < held, old, pos - held + start)
-        best_v = merged_v
+        best_v, pos = torch.topk(torch.cat([best_v, values], 1), k, dim=1, sorted=False)
+        best_i = torch.cat([best_i, index], 1).gather(1, pos)
     return best_v, best_i
 
 

@@ -81,17 +81,20 @@ class NegativeQueue:
         return self.keys, self.ids, None if self.is_full else self.filled
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor, gather: bool = True) -> None:
+    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor, gather: bool = True,
+                all_finite: Optional[bool] = None) -> None:
         """Write (b, D) keys and (b,) ids from this process; with ``gather`` those of all processes (rank order).
 
         Keys are re-normalised and detached. Rows that are not finite are dropped (a NaN never enters the queue).
+        ``all_finite=True``: the caller has already checked every (gathered) row on the host, so the check and its
+        device read are skipped (the trainer folds it into its one read per step on a single process).
         """
         keys = keys.detach().float()
         ids = ids.detach().long().to(keys.device)
         if gather:
             keys, ids = gather_no_grad(keys), gather_no_grad(ids)
         finite = torch.isfinite(keys).all(dim=1)
-        if not bool(finite.all()):
+        if not all_finite and not bool(finite.all()):
             keys, ids = keys[finite], ids[finite]
         n = keys.shape[0]
         if n == 0:
