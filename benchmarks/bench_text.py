@@ -38,8 +38,10 @@ def textmoco_step_s(sentences, args, out: str) -> float:
     torch.manual_seed(0)
     model = MoCoModel(TextEncoder(minilm(), max_length=args.max_length))
     objective = ObjectiveConfig(top_k=args.top_k, filter_warmup_steps=0)
-    train = TrainConfig(output_dir=out, batch_size=args.batch_size, max_steps=args.steps + 1, progress=False)
-    trainer = MoCoTrainer(model, sentences, objective, QueueConfig(size=args.queue_size), train)
+    train = TrainConfig(output_dir=out, batch_size=args.batch_size, max_steps=args.steps + 1, progress=False,
+                        mixed_precision="no" if args.dtype == "fp32" else args.dtype)
+    queue_dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[args.dtype]
+    trainer = MoCoTrainer(model, sentences, objective, QueueConfig(size=args.queue_size, dtype=queue_dtype), train)
     trainer.queue.enqueue(torch.randn(args.queue_size, model.output_dim), torch.arange(args.queue_size) + 10 ** 9)
     trainer.save = lambda: None
     elapsed = [row["elapsed_s"] for row in trainer.fit()]
@@ -69,7 +71,13 @@ def main() -> None:
     parser.add_argument("--queue_size", type=int, default=4096)
     parser.add_argument("--top_k", type=int, default=512)
     parser.add_argument("--mini_batch_size", type=int, default=16, help="CachedMNRL mini-batch")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="printed; the runs use Accelerate's device (cuda whenever there is one)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="textmoco: mixed precision and queue dtype (the ST baselines stay fp32)")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is visible")
     sentences = synthetic_sentences(args.batch_size * (args.steps + 2), words=args.max_length + 8)
     B, K = args.batch_size, args.queue_size
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +85,8 @@ def main() -> None:
                  "mnrl": st_step_s(sentences, args, f"{tmp}/mnrl", cached=False),
                  "cached_mnrl": st_step_s(sentences, args, f"{tmp}/cmnrl", cached=True)}
     negatives = {"textmoco": K, "mnrl": B - 1, "cached_mnrl": B - 1}
+    print(f"device={args.device}")
+    print(f"dtype={args.dtype}")
     print(f"threads={torch.get_num_threads()} batch_size={B} queue_size={K}")
     for name, step in steps.items():
         print(f"sentences_per_s_{name}={B / step:.2f}")

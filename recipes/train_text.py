@@ -23,6 +23,7 @@ from textmoco.encoders.text import TextEncoder
 from textmoco.data.corpora import CORPORA, load_corpus
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table, headline
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
+from textmoco.guide import build_guide
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 from textmoco.weight_averaging import interpolate_, snapshot
 
@@ -118,8 +119,14 @@ def main(argv=None) -> dict:
     out = Path(train.output_dir)
     before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder), enabled=not args.no_eval_before)
     start = snapshot(encoder) if args.average_with_start < 1 or args.eval_average_alphas else None
+    guide = None
+    if objective.guide_threshold is not None:  # the start model's view of every training sentence, once
+        import torch
+
+        encoder.to("cuda" if torch.cuda.is_available() else "cpu")
+        guide = build_guide(encoder.encode, sentences)
     model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
-    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train)
+    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train, guide=guide)
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(sentences)} sentences for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)

@@ -59,6 +59,8 @@ class ObjectiveConfig(_Config):
     n_random: random easy negatives added back per anchor (from the unselected, unguarded slots).
     id_guard: drop queue slots (and batch negatives) holding the anchor's own sample id.
     guard_threshold: drop slots with cosine > threshold as probable false negatives (None = off).
+    guide_threshold: GISTEmbed-style guard judged by the frozen start model (the guide): drop queue slots and batch
+        negatives whose guide cosine to the anchor exceeds this (None = off). Always active, like the id guard.
     filter_warmup_steps: keep all negatives (no selection, no threshold guard) for this many optimizer steps;
         None = until the queue has been full once. The id guard is always on when ``id_guard``.
     """
@@ -74,6 +76,8 @@ class ObjectiveConfig(_Config):
     n_random: int = _opt(0, "random easy negatives added back per anchor (>= 0)")
     id_guard: bool = _opt(True, "drop queue slots (and batch negatives) holding the anchor's own sample id")
     guard_threshold: Optional[float] = _opt(0.9, "drop slots with cosine above this as false negatives (None = off)")
+    guide_threshold: Optional[float] = _opt(None, "drop negatives whose cosine under the frozen start model (the guide) "
+                                            "is above this (GISTEmbed-style false-negative guard; None = off)")
     filter_warmup_steps: Optional[int] = _opt(None, "steps with no selection/threshold guard (None = until the queue is full once)")
 
     def __post_init__(self) -> None:
@@ -89,6 +93,9 @@ class ObjectiveConfig(_Config):
         _check(isinstance(self.n_random, int) and self.n_random >= 0, "n_random", self.n_random, "an integer >= 0")
         if self.guard_threshold is not None:
             _check(-1.0 < self.guard_threshold <= 1.0, "guard_threshold", self.guard_threshold,
+                   "in (-1, 1] or None (off)")
+        if self.guide_threshold is not None:
+            _check(-1.0 < self.guide_threshold <= 1.0, "guide_threshold", self.guide_threshold,
                    "in (-1, 1] or None (off)")
         if self.filter_warmup_steps is not None:
             _check(self.filter_warmup_steps >= 0, "filter_warmup_steps", self.filter_warmup_steps,

@@ -92,10 +92,30 @@ def _id_guard_block(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> torch.
     return anchor_ids.unsqueeze(1) == queue_ids.unsqueeze(0)
 
 
-def _guard_block_(scores: torch.Tensor, start: int, anchor_ids, queue_ids, filled, threshold, id_guard) -> None:
+@dataclass
+class Guide:
+    """The frozen start model's ("guide") L2-normalised embeddings of the training samples, indexed by sample id
+    (GISTEmbed's idea: the guide's similarity marks likely false negatives). ``anchor``: (N, Dg) of what the
+    queries encode (the sentence / the anchor column); ``key``: (N, Dg) of what the keys encode (the same tensor
+    for single sentences and crops; the positive column for pairs). Computed once before training."""
+
+    anchor: torch.Tensor
+    key: torch.Tensor
+
+    def to(self, device) -> "Guide":
+        return Guide(self.anchor.to(device), self.key.to(device))
+
+
+def _guard_block_(scores: torch.Tensor, start: int, anchor_ids, queue_ids, filled, threshold, id_guard,
+                  guide: Optional[tuple] = None) -> None:
     """Write -inf into a (B, c) block of scores (slots start..start+c) for unfilled, id-guarded and
-    above-threshold slots. The one place a further guard (e.g. a guide model's scores) would go."""
+    above-threshold slots, and (``guide`` = (rows (B, Dg), slot table (N, Dg), threshold)) slots whose guide
+    cosine to the anchor is above the guide threshold."""
     stop = start + scores.shape[1]
+    if guide is not None:
+        rows, table, limit = guide
+        slot_vectors = table.index_select(0, queue_ids[start:stop].clamp_min(0))  # (c, Dg); empty slots: filled
+        scores.masked_fill_(rows @ slot_vectors.t() > limit, NEG_INF)
     if filled is not None:
         scores.masked_fill_(~filled[start:stop].unsqueeze(0), NEG_INF)
     if threshold is not None:
@@ -126,12 +146,13 @@ def _topk_chunked(block, B: int, K: int, k: int, device) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue_ids: torch.Tensor,
                           filled: torch.Tensor, cfg: ObjectiveConfig, filter_active: bool = True,
-                          generator: Optional[torch.Generator] = None, inplace: bool = False) -> NegativeSelection:
+                          generator: Optional[torch.Generator] = None, inplace: bool = False,
+                          guide: Optional[tuple] = None) -> NegativeSelection:
     """Guard then select queue negatives for each anchor.
 
     sims: (B, K) cosine similarities anchor x queue slot (detached inside; overwritten when ``inplace``).
     anchor_ids: (B,) sample ids or None. queue_ids: (K,) ids of the slots. filled: (K,) bool, or None when every
-    slot is filled.
+    slot is filled. guide: optional (rows (B, Dg), slot table (N, Dg), threshold) for the guide guard.
     ``filter_active`` False (warm-up) keeps every filled, non-id-guarded slot. Rules (``cfg.selection``): 'top_k'
     keeps the k most similar, 'top_fraction' the ceil(rho * filled) most similar, 'min_similarity' all with
     s >= t; ``n_random`` adds random easy negatives. Guard: id guard (``cfg.id_guard``) and ``guard_threshold``.
@@ -144,7 +165,7 @@ def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor]
     def block(start, stop):
         chunk = sims[:, start:stop]
         chunk = chunk if inplace and chunk.dtype == torch.float32 else chunk.float().clone()
-        _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+        _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
         return chunk
 
     return _select(block, B, K, sims.device, filled, cfg, filter_active, generator)
@@ -228,7 +249,8 @@ def stats_to_floats(stat_tensors: dict) -> dict:
 
 
 def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue: tuple,
-                    cfg: ObjectiveConfig, filter_active: bool = True) -> Optional[torch.Tensor]:
+                    cfg: ObjectiveConfig, filter_active: bool = True,
+                    guide: Optional[tuple] = None) -> Optional[torch.Tensor]:
     """(B, M) cosines of each anchor to its kept queue slots, -inf where dropped; differentiable through
     ``anchors`` when it requires grad. None when the queue is empty. Always float32 (a half-precision queue is
     upcast block by block, see :func:`_queue_scores`).
@@ -250,7 +272,7 @@ def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], q
 
         def dense_block(start, stop):
             chunk = guarded[:, start:stop].clone()
-            _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+            _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
             return chunk
 
         return _select(dense_block, B, K, anchors.device, filled, cfg, filter_active).negatives(sims)
@@ -258,7 +280,7 @@ def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], q
 
     def block(start, stop):
         scores = _queue_scores(detached, keys, start, stop)
-        _guard_block_(scores, start, anchor_ids, queue_ids, filled, None, cfg.id_guard)
+        _guard_block_(scores, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
         return scores
 
     with torch.no_grad():
@@ -336,8 +358,9 @@ def _anchored_loss(anchors, positives, chosen, cfg, extra_negatives=None):
     return info_nce(pos, negatives, cfg.temperature), kept, neg_sum
 
 
-def _batch_negatives(k, q_all, ids, ids_all, offset, cfg):
-    """(B, N) cosines of each key anchor to the other queries of the global batch; itself and same-id -inf."""
+def _batch_negatives(k, q_all, ids, ids_all, offset, cfg, guide: Optional[Guide] = None):
+    """(B, N) cosines of each key anchor to the other queries of the global batch; itself, same-id and (``guide``)
+    pairs above the guide threshold -inf."""
     sims = k.float() @ q_all.float().t()
     B, N = sims.shape
     own = torch.arange(B, device=k.device) + offset
@@ -345,6 +368,8 @@ def _batch_negatives(k, q_all, ids, ids_all, offset, cfg):
     drop[torch.arange(B, device=k.device), own] = True
     if cfg.id_guard and ids is not None:
         drop |= ids.unsqueeze(1) == ids_all.unsqueeze(0)
+    if guide is not None:
+        drop |= guide.key[ids] @ guide.anchor[ids_all].t() > cfg.guide_threshold
     return sims.masked_fill(drop, NEG_INF)
 
 
@@ -353,7 +378,8 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
                                  q_all: Optional[torch.Tensor] = None, ids_all: Optional[torch.Tensor] = None,
                                  offset: int = 0, q_b: Optional[torch.Tensor] = None,
                                  k_a: Optional[torch.Tensor] = None,
-                                 extra_key_negatives: Optional[torch.Tensor] = None) -> LossOutput:
+                                 extra_key_negatives: Optional[torch.Tensor] = None,
+                                 guide: Optional[Guide] = None) -> LossOutput:
     """The textmoco loss of one (micro-)batch.
 
     q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad).
@@ -363,28 +389,31 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     q_b, k_a: the swapped pair, only for ``cfg.dual_mode == 'symmetric'``.
     extra_key_negatives: (B, M, D) normalised keys of explicit hard negatives (pairs' ``negative`` columns, from the
     momentum encoder, no grad): row i's M keys join anchor q_i's negatives as an extra block (never filtered).
+    guide: the start model's embeddings of the samples (:class:`Guide`), used with ``cfg.guide_threshold``.
     Returns the mean loss over local anchors and stats (loss_q2k, loss_k2q / loss_sym, pos_cos, neg_cos,
     kept_fraction) as 0-d tensors (``.stat_tensors``; ``.stats`` gives floats).
     """
     f32 = [None if t is None else t.float() for t in (q, k, q_all, q_b, k_a, extra_key_negatives)]
     with torch.autocast(q.device.type, enabled=False):  # float32 even inside a caller's autocast
         return _loss_float32(f32[0], f32[1], ids, queue, cfg, filter_active, f32[2], ids_all, offset, f32[3],
-                             f32[4], f32[5])
+                             f32[4], f32[5], guide)
 
 
-def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active) -> list:
+def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active, guide_sets=None,
+                             guide_table=None) -> list:
     """``queue_negatives`` of several (B, D) anchor sets in one pass over the queue (stacked along B; the selection
     is per row, so this equals separate calls): the queue is read, and a half-precision one upcast, once per step
     for both anchored terms. Returns one (B, M) block (or None) per set."""
+    guide = None if guide_sets is None else (torch.cat(guide_sets), guide_table, cfg.guide_threshold)
     if len(anchor_sets) == 1:
-        return [queue_negatives(anchor_sets[0], ids, queue, cfg, filter_active)]
+        return [queue_negatives(anchor_sets[0], ids, queue, cfg, filter_active, guide)]
     stacked_ids = None if ids is None else ids.repeat(len(anchor_sets))
-    chosen = queue_negatives(torch.cat(anchor_sets), stacked_ids, queue, cfg, filter_active)
+    chosen = queue_negatives(torch.cat(anchor_sets), stacked_ids, queue, cfg, filter_active, guide)
     return [None] * len(anchor_sets) if chosen is None else list(chosen.split(anchor_sets[0].shape[0]))
 
 
 def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, q_b, k_a,
-                  extra_key_negatives) -> LossOutput:
+                  extra_key_negatives, guide=None) -> LossOutput:
     k = k.detach()
     symmetric = cfg.dual_mode == "symmetric"
     if symmetric and (q_b is None or k_a is None):
@@ -394,7 +423,15 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
         extra = torch.einsum("bd,bmd->bm", q, extra_key_negatives.detach())
     key_term = not symmetric and cfg.dual_weight > 0
     sets = [q] + ([q_b] if symmetric else []) + ([k] if key_term and cfg.key_negatives != "batch" else [])
-    chosen = _stacked_queue_negatives(sets, ids, queue, cfg, filter_active)
+    guide = guide if cfg.guide_threshold is not None else None
+    guide_sets = None
+    if guide is not None:
+        if ids is None:
+            raise ValueError("guide_threshold needs sample ids (the guide's embeddings are looked up by id)")
+        g_anchor, g_key = guide.anchor[ids], guide.key[ids]
+        guide_sets = [g_anchor] + ([g_key] if symmetric else []) + ([g_key] if len(sets) > 1 + symmetric else [])
+    chosen = _stacked_queue_negatives(sets, ids, queue, cfg, filter_active, guide_sets,
+                                      None if guide is None else guide.key)
     l_q2k, kept, neg_sum = _anchored_loss(q, k, chosen[0], cfg, extra)
     anchors = q.shape[0]
     stats = {"loss_q2k": l_q2k.mean().detach()}
@@ -408,7 +445,7 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
         ids_all = ids if ids_all is None else ids_all
         batch_neg = None
         if cfg.key_negatives in ("batch+queue", "batch"):
-            batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg)
+            batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg, guide)
         key_chosen = chosen[1] if cfg.key_negatives != "batch" else None
         q_pos = q_all[offset:offset + q.shape[0]]
         l_k2q, _, _ = _anchored_loss(k, q_pos, key_chosen, cfg, batch_neg)
