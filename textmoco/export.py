@@ -229,7 +229,10 @@ def write_text_model_card(output_dir: str | os.PathLike, *, title: str, base_mod
     if model_id:
         data.set_model_id(model_id)
     data.add_tags(["textmoco", "moco", "contrastive-learning"])
-    loss = TextMoCoLoss(model, **dict(loss_kwargs))
+    import inspect
+
+    accepted = inspect.signature(TextMoCoLoss.__init__).parameters  # options of the Accelerate path only (e.g.
+    loss = TextMoCoLoss(model, **{k: v for k, v in dict(loss_kwargs).items() if k in accepted})  # guide) are left out
     data.set_losses([loss])
     if train_sentences:
         from datasets import Dataset
