@@ -62,7 +62,8 @@ class MomentumContrast:
 
     @torch.no_grad()
     def after_optimizer_step(self, keys: Optional[torch.Tensor], ids: Optional[torch.Tensor], total_steps: int,
-                             ok: bool = True, step: Optional[int] = None, gather: bool = True) -> float:
+                             ok: bool = True, step: Optional[int] = None, gather: bool = True,
+                             keys_finite: Optional[bool] = None) -> float:
         """Once per optimizer step, after ``optimizer.step()``: EMA update of the key encoder with m of optimizer
         step ``step`` (default: the own count) of ``total_steps``, then enqueue the step's keys and ids (all its
         micro-batches; ``gather``: all-gathered from every process in rank order). ``ok=False`` (a skipped,
@@ -75,7 +76,7 @@ class MomentumContrast:
             else:
                 ema_update(self.key, self.query, m)
             if keys is not None and keys.numel():
-                self.queue.enqueue(keys, ids, gather=gather)
+                self.queue.enqueue(keys, ids, gather=gather, all_finite=keys_finite)  # True: checked by the caller
         self.step = step + 1
         self.last_momentum = m
         return m
