@@ -60,12 +60,25 @@ def save_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> str:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str | os.PathLike) -> None:
+    """Give a file the mode an ordinary ``open(path, "w")`` would (0666 minus the umask): ``tempfile.mkstemp``
+    creates 0600 files, which an atomic write would otherwise leave unreadable to the group/others."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -177,6 +190,99 @@ def push_to_hub(output_dir: str | os.PathLike, repo_id: str, private: bool = Fal
     api.upload_folder(folder_path=output_dir, repo_id=repo_id, repo_type="model", commit_message=commit_message,
                       ignore_patterns=["checkpoints/*", "checkpoints/**", ".tmp-*", "*.tmp-*"])
     return str(repo_url)
+
+
+VISION_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A vision backbone trained with [textmoco](https://arxiv.org/abs/2501.16360): a MoCo-style contrastive objective
+(momentum encoder, negative queue) with a dual-view loss and selective hard-negative sampling{{ start }}.
+It is a plain `transformers` model: the image embedding is {{ pooling_comment }}.
+
+## Usage
+
+```python
+{{ usage }}
+```
+
+## Evaluation
+
+Frozen features on {{ dataset_name }}: a logistic-regression linear probe and a weighted kNN classifier (k=200,
+tau=0.1), top-1 accuracy on the test split.
+
+| Metric | Value |
+|---|---|
+{% for name, value in metric_rows %}| {{ name }} | {{ value }} |
+{% endfor %}
+## Training configuration
+
+```json
+{{ train_config }}
+```
+
+## Objective
+
+```json
+{{ objective_config }}
+```
+
+## Citation
+
+```bibtex
+{{ citation }}
+```
+"""
+
+# dataset option of the vision recipe -> (Hub dataset id or a name, readable name)
+VISION_DATASETS = {"mnist5k": ("ylecun/mnist", "MNIST-5k (5000 MNIST digits, seeded 4000/1000 split)"),
+                   "digits": ("digits", "scikit-learn's 8x8 digits (seeded 1437/360 split)")}
+# metrics of the vision recipe's results.json that are model-index results: name -> readable task
+VISION_EVAL_RESULTS = ("linear_probe", "knn")
+VISION_EVAL_TASK = "Image classification from frozen features (linear probe, kNN)"
+
+
+def write_vision_model_card(output_dir: str | os.PathLike, *, title: str, base_model: Optional[str],
+                            metrics: Mapping[str, Any], dataset: str, usage_snippet: str, pooling_comment: str,
+                            train_config: Mapping[str, Any], objective_config: Mapping[str, Any],
+                            license: Optional[str] = "apache-2.0", test_split: str = "test") -> str:
+    """``output_dir/README.md`` of an exported vision backbone through ``huggingface_hub``'s own card machinery
+    (:class:`~huggingface_hub.ModelCardData` + :meth:`~huggingface_hub.ModelCard.from_template`): the linear-probe
+    and kNN top-1 of ``metrics`` as ``model-index`` eval results, ``base_model`` (a Hub id or None — never a local
+    path), license, tags, pipeline tag; the body shows how to embed an image (``usage_snippet``) and every metric.
+    ``dataset``: the recipe's ``--dataset`` (mnist5k, digits, a Hub id; a local directory is named by its last
+    component)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    if dataset in VISION_DATASETS:
+        dataset_id, dataset_name = VISION_DATASETS[dataset]
+    else:
+        local = os.path.exists(dataset) or os.path.isabs(dataset)
+        dataset_id = os.path.basename(os.path.normpath(dataset)) if local else dataset
+        dataset_name = dataset_id
+    hub_dataset = dataset_id.count("/") == 1 and not os.path.exists(dataset)
+    results = [EvalResult(task_type="image-classification", task_name=VISION_EVAL_TASK, dataset_type=dataset_id,
+                          dataset_name=dataset_name, dataset_split=test_split, metric_type="accuracy",
+                          metric_name=f"{key.replace('_', ' ')} top-1", metric_value=round(float(metrics[key]), 4))
+               for key in VISION_EVAL_RESULTS if isinstance(metrics.get(key), (int, float))]
+    data = ModelCardData(model_name=title, base_model=base_model or None, license=license,
+                         library_name="transformers", pipeline_tag="image-feature-extraction",
+                         tags=["textmoco", "moco", "contrastive-learning", "vision", "image-feature-extraction"],
+                         datasets=[dataset_id] if hub_dataset else None, eval_results=results or None)
+    rows = [(k, _fmt(v)) for k, v in _flatten(metrics).items()]
+    card = ModelCard.from_template(
+        data, template_str=VISION_CARD_TEMPLATE, model_name=title, usage=usage_snippet.strip("\n"),
+        start=f", starting from `{base_model}`" if base_model else " (from scratch or a local backbone)",
+        pooling_comment=pooling_comment, dataset_name=dataset_name, metric_rows=rows,
+        train_config=json.dumps(dict(train_config), indent=2, default=str, ensure_ascii=False),
+        objective_config=json.dumps(dict(objective_config), indent=2, default=str, ensure_ascii=False),
+        citation=PAPER_BIBTEX)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(str(output_dir), "README.md")
+    card.save(path)
+    return path
 
 
 DEFAULT_TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -102,7 +102,9 @@ class VisionEncoder(EncoderAdapter):
                 info = json.load(fh)
             if pooling == "auto":
                 pooling = info.get("pooling", "auto")
-        kwargs = {"add_pooling_layer": False} if info.get("has_pooler") is False else {}
+        # an export written without its pooler layer (before pooler_saved) loads without one, not newly initialised
+        kwargs = {"add_pooling_layer": False} if info.get("has_pooler") is False and not info.get("pooler_saved") \
+            else {}
         backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
         try:
             proc = AutoImageProcessor.from_pretrained(name_or_path)
@@ -240,23 +242,93 @@ class VisionEncoder(EncoderAdapter):
             self.train(was)
         return torch.cat(feats) if feats else torch.empty(0, self.embedding_dim)
 
+    def pooling_expression(self, outputs: str = "outputs") -> tuple[str, str]:
+        """(Python expression of the trained embedding from ``outputs = model(**inputs)``, a comment saying what it
+        is) — the pooling this encoder uses, for the model card's usage snippet."""
+        if self.pooling == "pooler":
+            return f"{outputs}.pooler_output.flatten(1)", "the model's pooler output, as trained"
+        if self.pooling == "mean" and self._is_feature_map():
+            return f"{outputs}.last_hidden_state.mean(dim=(2, 3))", "global average of the feature map, as trained"
+        if self.pooling == "cls":
+            return f"{outputs}.last_hidden_state[:, 0]", "the CLS token, as trained"
+        prefix = _PREFIX_TOKENS.get(self.model_type, 1) + int(getattr(self.backbone.config, "num_register_tokens", 0)
+                                                              or 0)
+        left_out = "the CLS token" if prefix == 1 else f"the first {prefix} tokens: CLS, distillation/register"
+        return (f"{outputs}.last_hidden_state[:, {prefix}:].mean(dim=1)",
+                f"mean of the patch tokens ({left_out} left out), as trained")
+
+    def _is_feature_map(self) -> bool:
+        """Whether the backbone's last_hidden_state is a CNN feature map (B, C, h, w) (one dummy forward)."""
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, self.num_channels, self.image_size, self.image_size,
+                                device=next(self.backbone.parameters()).device)
+                return self.backbone(pixel_values=x).last_hidden_state.dim() == 4
+        finally:
+            self.train(was)
+
+    def usage_snippet(self, model_id: str) -> str:
+        """Python code that embeds one image with plain ``transformers`` (AutoImageProcessor + AutoModel + the
+        pooling this encoder was trained with) — what the exported model's card shows."""
+        expression, comment = self.pooling_expression()
+        mode = "L" if self.num_channels == 1 else "RGB"
+        return (f"import torch\nfrom PIL import Image\nfrom transformers import AutoImageProcessor, AutoModel\n\n"
+                f"processor = AutoImageProcessor.from_pretrained({model_id!r})\n"
+                f"model = AutoModel.from_pretrained({model_id!r}).eval()\n\n"
+                f"image = Image.open(\"image.png\").convert({mode!r})\n"
+                f"inputs = processor(images=image, return_tensors=\"pt\")\n"
+                f"with torch.no_grad():\n    outputs = model(**inputs)\n"
+                f"embedding = {expression}  # {comment}; shape (1, {self.embedding_dim})\n"
+                f"embedding = torch.nn.functional.normalize(embedding, dim=-1)  # for cosine similarity / kNN\n")
+
     def export(self, output_dir: str, **info: Any) -> None:
         """``save_pretrained`` of the backbone + image processor + ``textmoco_vision.json`` (pooling, size, info).
 
-        ``AutoModel.from_pretrained(output_dir)`` reloads the backbone; a scratch ViT has no pooler layer, so plain
-        ``AutoModel`` reports ``pooler.*`` as newly initialised (harmless: textmoco pools CLS/mean tokens, not the
-        pooler). ``VisionEncoder.from_pretrained(output_dir)`` reloads without it and restores the pooling.
+        ``AutoModel.from_pretrained(output_dir)`` reloads the backbone without warnings: a backbone trained without
+        its pooler layer (the scratch ViT) is saved with one (identity dense layer, so ``pooler_output`` is
+        ``tanh(CLS)``; the trained embedding is the pooling in ``textmoco_vision.json``, see :meth:`embedding_code`),
+        so plain ``AutoModel`` finds every weight it creates. ``VisionEncoder.from_pretrained(output_dir)`` reloads
+        it and restores the pooling.
         """
         os.makedirs(output_dir, exist_ok=True)
-        self.backbone.save_pretrained(output_dir)
+        pooler_saved = _save_with_pooler(self.backbone, output_dir)
         mean = self.mean * (self.num_channels // len(self.mean))
         std = self.std * (self.num_channels // len(self.std))
         _image_processor(self.image_size, mean, std).save_pretrained(output_dir)
         meta = {"pooling": self.pooling, "image_size": self.image_size, "mean": mean, "std": std,
-                "has_pooler": getattr(self.backbone, "pooler", True) is not None,
+                "has_pooler": getattr(self.backbone, "pooler", True) is not None, "pooler_saved": pooler_saved,
                 "embedding_dim": self.embedding_dim, **{k: _jsonable(v) for k, v in info.items()}}
         with open(os.path.join(output_dir, _INFO_FILE), "w") as fh:
             json.dump(meta, fh, indent=2)
+
+
+def _save_with_pooler(backbone: nn.Module, output_dir: str) -> bool:
+    """``save_pretrained`` of ``backbone``; one built without its pooler layer (``add_pooling_layer=False``) is
+    saved as the full architecture with an identity pooler, so that ``AutoModel.from_pretrained`` (which builds the
+    pooler) finds every weight and warns about nothing. Returns whether a pooler was added."""
+    if getattr(backbone, "pooler", "absent") is not None:
+        backbone.save_pretrained(output_dir)
+        return False
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            full = type(backbone)(backbone.config).to(next(backbone.parameters()).device)
+    except TypeError:  # an architecture without the add_pooling_layer switch: save as is
+        backbone.save_pretrained(output_dir)
+        return False
+    missing, unexpected = full.load_state_dict(backbone.state_dict(), strict=False)
+    dense = getattr(getattr(full, "pooler", None), "dense", None)
+    if unexpected or any(not k.startswith("pooler.") for k in missing) or full.pooler is None:
+        backbone.save_pretrained(output_dir)
+        return False
+    if isinstance(dense, nn.Linear) and dense.weight.shape[0] == dense.weight.shape[1]:
+        with torch.no_grad():
+            dense.weight.copy_(torch.eye(dense.weight.shape[0], dtype=dense.weight.dtype))
+            dense.bias.zero_()
+    full.save_pretrained(output_dir)
+    return True
 
 
 def _image_processor(size: int, mean: Sequence[float], std: Sequence[float]) -> Any:
