@@ -96,7 +96,10 @@ class TextCollator:
         for column in (0, 1):
             bad = next((s[column] for s in samples if not isinstance(s[column], str)), None)
             if bad is not None:
-                raise TypeError(f"TextEncoder.collate: element {column} of an item is {type(bad).__name__}, not str")
+                raise TypeError("TextEncoder.collate expects a non-empty list of str (or of (view_a, view_b[, "
+                                f"negatives]) tuples of str), got a tuple whose element {column} is "
+                                f"{type(bad).__name__}; use SentenceDataset / PairDataset (the core adds the sample "
+                                "ids itself)")
         aug = (lambda t: augment_words(t, self.token_augment, self.augment_rate)) if self.token_augment else \
             (lambda t: t)
         out = (self.tokenize([aug(s[0]) for s in samples]), self.tokenize([aug(s[1]) for s in samples]))
