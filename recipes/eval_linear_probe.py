@@ -5,20 +5,21 @@ tau=0.1) top-1, on MNIST-5k (default), digits or any datasets image dataset.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from argparse import RawDescriptionHelpFormatter
 
-from textmoco.cli import run_main
+from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
+from textmoco.runs import rounded
 
 
 def main(argv=None) -> dict:
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
     from train_vision import load_data
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="backbone directory (e.g. a train_vision.py output) or Hub id")
     parser.add_argument("--dataset", default="mnist5k", help="mnist5k | digits | datasets name | imagefolder path")
     parser.add_argument("--train_split", default="train")
@@ -28,7 +29,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--image_size", type=int, default=None, help="resize images to this side")
     parser.add_argument("--pooling", default="auto", help="auto (as trained) | cls | mean | pooler")
     parser.add_argument("--seed", type=int, default=0, help="split seed of mnist5k/digits")
-    parser.add_argument("--raw_pixels", action="store_true", help="also report the raw-pixel baseline")
+    add_bool_argument(parser, "--raw_pixels", help="also report the raw-pixel baseline")
     args = parser.parse_args(argv)
     x_tr, y_tr, x_te, y_te = load_data(args, args.seed)
     try:
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
     results = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))
     if args.raw_pixels:
         results["raw_pixels"] = raw_pixel_baseline(x_tr, y_tr, x_te, y_te)
-    print(json.dumps(results))
+    print(json.dumps(rounded(results)))
     return results
 
 

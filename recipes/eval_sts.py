@@ -1,24 +1,32 @@
 """Evaluate a sentence-embedding model on STS: Spearman and Pearson (x100) of cosine similarity vs gold scores.
 
-    python recipes/eval_sts.py --model PATH_OR_HUB_ID [--split test|dev|FILE.csv] [--batch_size 64]
+    python recipes/eval_sts.py --model PATH_OR_HUB_ID [--eval_split test|dev|FILE.csv ...] [--batch_size 64]
+
+``--eval_split`` is the name train_text.py uses too (``--split`` is accepted as an alias).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from argparse import RawDescriptionHelpFormatter
 
-from textmoco.cli import run_main
+from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.evaluation.sts import evaluate_sts
+from textmoco.runs import rounded
+
+
+def get_parser() -> OneLineErrorParser:
+    parser = OneLineErrorParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="sentence-transformers model dir or Hub id (default: embedded MiniLM)")
+    parser.add_argument("--eval_split", "--split", dest="eval_split", nargs="+", default=["test"],
+                        help="STS-B split(s) and/or csv/tsv files of sentence1,sentence2,score (alias: --split)")
+    parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size")
+    add_bool_argument(parser, "--trust_remote_code", help="allow custom model code from the Hub")
+    return parser
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="sentence-transformers model dir or Hub id (default: embedded MiniLM)")
-    parser.add_argument("--split", nargs="+", default=["test"], help="STS-B split(s) and/or csv/tsv files of sentence1,sentence2,score")
-    parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size")
-    parser.add_argument("--trust_remote_code", action="store_true", help="allow custom model code from the Hub")
-    args = parser.parse_args(argv)
+    args = get_parser().parse_args(argv)
     from sentence_transformers import SentenceTransformer
 
     if args.model is None:
@@ -29,10 +37,10 @@ def main(argv=None) -> dict:
     except OSError as err:
         raise ValueError(f"model {args.model!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
                          "sentence-transformers directory or a reachable Hub id") from err
-    results = {split: evaluate_sts(model, split, batch_size=args.batch_size) for split in args.split}
+    results = {split: evaluate_sts(model, split, batch_size=args.batch_size) for split in args.eval_split}
     for split, r in results.items():
         print(f"{split}: spearman={r['spearman']:.2f} pearson={r['pearson']:.2f} pairs={r['n_pairs']}")
-    print(json.dumps(results))
+    print(json.dumps(rounded(results)))
     return results
 
 

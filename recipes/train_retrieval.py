@@ -27,12 +27,13 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
+from textmoco.baselines import warmup_arguments
+from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read_articles, retrieval_splits,
                                      retrieval_task)
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
-from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
+from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run, write_results
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,14 +59,15 @@ def get_parser():
     g.add_argument("--model", default=None, help="Hub id or local directory (default: the embedded all-MiniLM-L6-v2)")
     g.add_argument("--max_length", type=int, default=128, help="training truncation in tokens")
     g.add_argument("--eval_max_length", type=int, default=256, help="truncation for evaluation and the export")
-    g.add_argument("--eval_split", default="test", choices=["test", "dev"], help="queries evaluated before/after")
+    g.add_argument("--eval_split", "--split", dest="eval_split", default="test", choices=["test", "dev"],
+                   help="queries evaluated before/after")
     g.add_argument("--eval_batch_size", type=int, default=64, help="encoding batch size of the evaluation")
     g.add_argument("--crop_ratio_min", type=float, default=0.1, help="crops: shortest span, fraction of the document")
     g.add_argument("--crop_ratio_max", type=float, default=0.5, help="crops: longest span, fraction of the document")
     g.add_argument("--crop_min_length", type=int, default=4, help="crops: minimum span in words")
     g.add_argument("--crop_delete", type=float, default=0.0, help="crops: per-word deletion probability")
-    g.add_argument("--no_eval_before", action="store_true", help="skip the evaluation of the starting model")
-    g.add_argument("--bm25", action="store_true", help="also report BM25 (bm25s) on the evaluation split")
+    add_bool_argument(g, "--no_eval_before", help="skip the evaluation of the starting model")
+    add_bool_argument(g, "--bm25", help="also report BM25 (bm25s) on the evaluation split")
     add_run_arguments(parser)
     return parser
 
@@ -127,7 +129,7 @@ def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, see
     budget = TimeBudget()
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st-trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.max_steps,
-        learning_rate=args.lr, warmup_ratio=args.warmup_ratio, seed=seed, data_seed=seed, save_strategy="no",
+        learning_rate=args.lr, **warmup_arguments(args.warmup_ratio), seed=seed, data_seed=seed, save_strategy="no",
         report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=True, disable_tqdm=True,
         batch_sampler="no_duplicates")
     SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss, callbacks=[budget]).train()
@@ -139,7 +141,8 @@ def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
     objective, queue, train, checkpoint = start_run(args, save_config=False)
     state = process_state()
-    articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
+    with state.main_process_first():  # the main process reads/caches the data first, the others then read it
+        articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
     splits = retrieval_splits(articles)
     queries, corpus, relevant = retrieval_task(articles, splits[args.eval_split])
     evaluator = make_evaluator(queries, corpus, relevant, args.eval_batch_size) if state.is_main_process else None
@@ -153,7 +156,8 @@ def main(argv=None) -> dict:
         results["bm25"] = bm25_retrieval(queries, corpus, relevant, evaluator=evaluator)
         print(f"BM25 {args.eval_split}: {json.dumps(results['bm25'])}")
     set_seed(train.seed)
-    encoder = TextEncoder(start_model, max_length=args.max_length, eval_max_length=args.eval_max_length)
+    with state.main_process_first():  # the main process downloads/caches the model first
+        encoder = TextEncoder(start_model, max_length=args.max_length, eval_max_length=args.eval_max_length)
     before = evaluate_before_training(
         out, checkpoint, lambda: evaluate_retrieval(encoder, queries, corpus, relevant, evaluator=evaluator),
         enabled=not args.no_eval_before)
@@ -166,7 +170,7 @@ def main(argv=None) -> dict:
         results["after"] = evaluate_retrieval(model, queries, corpus, relevant, evaluator=evaluator)
         print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: {json.dumps(results['after'])}")
         model.save(str(out))
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        write_results(str(out), results)
         return results
     model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
     trainer = MoCoTrainer(model, dataset, objective, queue, train)

@@ -15,7 +15,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
+from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.text import (SentenceDataset, load_dataset_sentences, read_sentences,
                                 sts_train_sentences)
 from textmoco.encoders.heads import ProjectionHead
@@ -47,7 +47,7 @@ def get_parser():
     g.add_argument("--dataset_config", default=None, help="config name of --dataset")
     g.add_argument("--dataset_split", default="train", help="split of --dataset")
     g.add_argument("--text_column", default=None, help="column/key with the text (csv/tsv/jsonl/--dataset)")
-    g.add_argument("--drop_empty", action="store_true", help="drop empty sentences instead of stopping")
+    add_bool_argument(g, "--drop_empty", help="drop empty sentences instead of stopping")
     g.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="pooling of token embeddings")
     g.add_argument("--max_length", type=int, default=32, help="training truncation in tokens")
     g.add_argument("--eval_max_length", type=int, default=256, help="truncation for evaluation and the exported model")
@@ -55,7 +55,7 @@ def get_parser():
                    help="light word augmentation on top of dropout views (default: dropout only)")
     g.add_argument("--augment_rate", type=float, default=0.1, help="per-word probability of --token_augment")
     g.add_argument("--head_dim", type=int, default=0, help="add an MLP projection head of this output size (0 = none)")
-    g.add_argument("--eval_split", default="test", help="STS-B split (test/dev) or a csv/tsv of sentence1,sentence2,score")
+    g.add_argument("--eval_split", "--split", dest="eval_split", default="test", help="STS-B split (test/dev) or a csv/tsv of sentence1,sentence2,score")
     g.add_argument("--senteval_dir", default="auto",
                    help="directory with STS12-en-test ... STS16-en-test (SentEval layout; get it with SentEval's "
                         "data/downstream/get_transfer_data.bash); 'auto': $TEXTMOCO_SENTEVAL_DIR or "
@@ -65,8 +65,8 @@ def get_parser():
                         "back to the start model (keeps what the start model knows outside the training corpus)")
     g.add_argument("--eval_average_alphas", type=float, nargs="*", default=[],
                    help="also report the STS suite for these --average_with_start values (to choose one)")
-    g.add_argument("--no_eval_before", action="store_true", help="skip the evaluation of the starting model")
-    g.add_argument("--trust_remote_code", action="store_true", help="allow custom model code from the Hub")
+    add_bool_argument(g, "--no_eval_before", help="skip the evaluation of the starting model")
+    add_bool_argument(g, "--trust_remote_code", help="allow custom model code from the Hub")
     add_run_arguments(parser)
     return parser
 
@@ -108,13 +108,14 @@ def main(argv=None) -> dict:
         quiet_progress_bars()
     if not 0.0 <= args.average_with_start <= 1.0:
         raise ValueError(f"--average_with_start={args.average_with_start!r} is invalid: it must be in [0, 1]")
-    evaluator = build_evaluator(args)  # a bad --eval_split / --senteval_dir fails now, not after training
-    sentences = load_sentences(args)
-    check_dataset_size(len(sentences), train, state.num_processes)  # before the model is loaded
-    set_seed(train.seed)
-    encoder = TextEncoder(args.model or default_model(), pooling=args.pooling, max_length=args.max_length,
-                          eval_max_length=args.eval_max_length, token_augment=args.token_augment,
-                          augment_rate=args.augment_rate, trust_remote_code=args.trust_remote_code)
+    with state.main_process_first():  # the main process downloads/caches data and model; the others then read them
+        evaluator = build_evaluator(args)  # a bad --eval_split / --senteval_dir fails now, not after training
+        sentences = load_sentences(args)
+        check_dataset_size(len(sentences), train, state.num_processes)  # before the model is loaded
+        set_seed(train.seed)
+        encoder = TextEncoder(args.model or default_model(), pooling=args.pooling, max_length=args.max_length,
+                              eval_max_length=args.eval_max_length, token_augment=args.token_augment,
+                              augment_rate=args.augment_rate, trust_remote_code=args.trust_remote_code)
     head = ProjectionHead(encoder.embedding_dim, encoder.embedding_dim, args.head_dim) if args.head_dim else None
     out = Path(train.output_dir)
     before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder), enabled=not args.no_eval_before)

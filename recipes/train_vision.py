@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.cli import add_run_arguments, build_parser, parse_args, run_main
+from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.images import ImageDataset, channel_stats, load_digits_split, load_image_dataset, load_mnist_5k
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
@@ -54,8 +54,7 @@ def get_parser():
     g.add_argument("--crop_min_scale", type=float, default=None, help="smallest random-resized-crop area fraction")
     g.add_argument("--head_hidden", type=int, default=512, help="MLP head hidden width")
     g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
-    g.add_argument("--head_last_bn", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
-                   help="affine-free BatchNorm on the head output (MoCo v3 style)")
+    add_bool_argument(g, "--head_last_bn", default=True, help="affine-free BatchNorm on the head output (MoCo v3 style)")
     g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
     add_run_arguments(parser)
     return parser
@@ -100,9 +99,10 @@ def main(argv=None) -> dict:
     args = parse_args(get_parser(), argv)
     objective, queue, train, checkpoint = start_run(args, save_config=False)
     state = process_state()
-    x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
-    set_seed(train.seed)
-    encoder = build_encoder(args, x_tr, train.seed)
+    with state.main_process_first():  # the main process downloads/caches data and model; the others then read them
+        x_tr, y_tr, x_te, y_te = load_data(args, train.seed)
+        set_seed(train.seed)
+        encoder = build_encoder(args, x_tr, train.seed)
     head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim, last_batch_norm=args.head_last_bn)
             if args.head_dim else None)
     out = Path(train.output_dir)
@@ -136,11 +136,14 @@ def main(argv=None) -> dict:
               f"(raw pixels {m['raw_pixels_linear_probe']:.4f})")
         print(f"kNN top-1:          random init {m['knn_before']:.4f} -> trained {m['knn']:.4f} "
               f"(raw pixels {m['raw_pixels_knn']:.4f})")
-    usage = ("from transformers import AutoModel\n"
-             f"backbone = AutoModel.from_pretrained({(args.hub_model_id or str(out))!r})")
+    trained = trainer.unwrapped.encoder
+    model_id = args.hub_model_id or str(out)
+    _, pooling_comment = trained.pooling_expression()
     finish_run(trainer, train.output_dir, results,
                dict(title=f"textmoco vision backbone ({args.model or 'ViT from scratch'}, {args.dataset})",
-                    base_model=args.model, modality="image", usage_snippet=usage),
+                    base_model=args.model, modality="image",
+                    vision_card=dict(dataset=args.dataset, usage_snippet=trained.usage_snippet(model_id),
+                                     pooling_comment=pooling_comment, test_split=args.test_split)),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
     return results
 

@@ -41,8 +41,10 @@ CLI_CASES = [
      ["--pooling", "invalid choice: 'max'", "'mean', 'cls'", "see --help"]),
     ("not-a-number", "`--queue_size abc`", ["--queue_size", "abc"], EARLIER,
      ["--queue_size", "invalid int value: 'abc'", "see --help"]),
-    ("unknown-option", "`--learning_rate 1` (no such option)", ["--learning_rate", "1"], EARLIER,
-     ["unrecognized arguments: --learning_rate 1", "see --help"]),
+    ("unknown-option", "`--learning_rte 1` (no such option)", ["--learning_rte", "1"], EARLIER,
+     ["unrecognized arguments: --learning_rte 1", "see --help"]),
+    ("bool-not-a-bool", "`--progress maybe` (a boolean option)", ["--progress", "maybe"], EARLIER,
+     ["argument --progress", "expected true or false, got 'maybe'", "see --help"]),
     ("train_file-missing", "`--train_file` that does not exist", ["--train_file", "{tmp}/no-such-file.txt"], EARLIER,
      ["file not found", "no-such-file.txt", "pass the path of an existing"]),
     ("train_file-empty", "`--train_file` of 0 bytes", ["--train_file", "{tmp}/empty.txt"], EARLIER,
@@ -82,7 +84,7 @@ CLI_CASES = [
     ("config-invalid-json", "`--config` with invalid JSON", ["--config", "{tmp}/invalid.json"], EARLIER,
      ["is not valid JSON", "line 1 column"]),
     ("config-unknown-key", "`--config` with an unknown key", ["--config", "{tmp}/unknown-key.yaml"], EARLIER,
-     ["unknown option(s) ['learning_rate']", "see --help"]),
+     ["unknown option(s) ['learning_rte']", "see --help"]),
     ("config-bad-value", "`--config` with `queue_size: abc`", ["--config", "{tmp}/bad-value.yaml"], EARLIER,
      ["queue_size='abc' is invalid: expected int"]),
     ("config-null", "`--config` with `batch_size: null`", ["--config", "{tmp}/null-value.yaml"], EARLIER,
@@ -114,7 +116,7 @@ def make_inputs(tmp: Path, text_cli) -> None:
     (tmp / "not-a-checkpoint" / "notes.txt").write_text("not a checkpoint\n")
     (tmp / "invalid.yaml").write_text("lr: [1, 2\n")
     (tmp / "invalid.json").write_text('{"lr": 1e-4,}')
-    (tmp / "unknown-key.yaml").write_text("learning_rate: 1\n")
+    (tmp / "unknown-key.yaml").write_text("learning_rte: 1\n")
     (tmp / "bad-value.yaml").write_text("queue_size: abc\n")
     (tmp / "null-value.yaml").write_text("batch_size: null\n")
     (tmp / "a-file").write_text("sentinel: an output_dir that is a file\n")

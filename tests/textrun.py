@@ -73,7 +73,8 @@ class TextCLI:
     def args(self, output_dir: str | Path, *extra: str, max_steps: int = 4, save_every: Optional[int] = None) -> list[str]:
         argv = ["--model", self.model, "--queue_size", "32", "--batch_size", "8", "--max_steps", str(max_steps),
                 "--no_eval_before", "--eval_split", self.sts_file, "--senteval_dir", "none", "--train_file", self.train_file,
-                "--progress", "false", "--output_dir", str(output_dir)]
+                "--progress", "false", "--output_dir", str(output_dir),
+                "--save_final_checkpoint", "true"]  # the tests inspect the final checkpoint (default: deleted)
         if save_every:
             argv += ["--save_every", str(save_every)]
         return argv + list(extra)

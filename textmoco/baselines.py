@@ -13,6 +13,17 @@ def _losses():
     return losses
 
 
+def warmup_arguments(ratio: float) -> dict:
+    """The LR warm-up as a fraction of the steps, for (SentenceTransformer)TrainingArguments without a deprecated
+    argument: transformers >= 5 takes the fraction as a float ``warmup_steps`` (``warmup_ratio`` is deprecated
+    there); older versions take ``warmup_ratio``."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": float(ratio)}
+    return {"warmup_ratio": float(ratio)}
+
+
 def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_dir: str, *, batch_size: int = 64,
                             max_steps: int = 150, lr: float = 2e-5, seed: int = 0, max_length: int = 32,
                             eval_max_length: int = 256, temperature: float = 0.05, cached: bool = False,
@@ -31,7 +42,7 @@ def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_di
     data = Dataset.from_dict({"anchor": list(sentences), "positive": list(sentences)})
     args = SentenceTransformerTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=lr,
-        warmup_ratio=warmup_ratio, seed=seed, data_seed=seed, save_strategy="no", report_to="none",
+        **warmup_arguments(warmup_ratio), seed=seed, data_seed=seed, save_strategy="no", report_to="none",
         logging_steps=max(1, max_steps // 10), dataloader_drop_last=True, use_cpu=True,
         disable_tqdm=True)
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss,

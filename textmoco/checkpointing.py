@@ -31,6 +31,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def make_tree_readable(path: str | os.PathLike) -> None:
+    """Give every file under ``path`` (or ``path`` itself) the mode an ordinary ``open(f, "w")`` would: 0666 minus
+    the umask. Writers that go through ``mkstemp`` (safetensors' ``save_file``, atomic writers) leave 0600 files,
+    which other users of a shared run directory or a serving process could not read."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    mode = 0o666 & ~mask
+    path = Path(path)
+    files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    for f in files:
+        current = f.stat().st_mode & 0o777
+        if current & mode != mode:
+            os.chmod(f, current | mode)
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -51,6 +66,7 @@ def save_checkpoint(accelerator, output_dir: str, step: int, keep: int,
     if accelerator.is_main_process:
         if write_extra is not None:
             write_extra(tmp)
+        make_tree_readable(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

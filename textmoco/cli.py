@@ -27,13 +27,33 @@ def _none_or(cast: Callable) -> Callable:
     return parse
 
 
-def _bool(text: str) -> bool:
-    value = text.lower()
+def parse_bool(text: str) -> bool:
+    """The one way every boolean option is read: true/false (also 1/0, yes/no, on/off, any case); anything else
+    is an error, never a silent False."""
+    value = str(text).lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_bool = parse_bool
+parse_bool.__name__ = "true/false"  # argparse names the type in its messages
+
+BOOL_METAVAR = "{true,false}"
+
+
+def add_bool_argument(group, *names: str, default: bool = False, help: str = "", **kwargs: Any) -> argparse.Action:
+    """A boolean option in the one form all recipes use: ``--flag`` alone means true, ``--flag true|false`` sets
+    it explicitly (so a config file, a script or ``--flag false`` can turn it off), anything else is an error."""
+    return group.add_argument(*names, type=parse_bool, nargs="?", const=True, default=default,
+                              metavar=BOOL_METAVAR, help=help, **kwargs)
+
+
+# TrainingArguments-style names accepted as aliases of the config fields (same meaning, same values)
+ALIASES = {"lr": ("learning_rate",), "batch_size": ("per_device_train_batch_size",), "epochs": ("num_train_epochs",),
+           "log_every": ("logging_steps",), "save_every": ("save_steps",), "keep_checkpoints": ("save_total_limit",)}
 
 
 def _caster(annotation: Any) -> Callable:
@@ -65,8 +85,15 @@ def build_parser(description: str, defaults: Optional[dict] = None) -> argparse.
         for f in dataclasses.fields(cls):
             name = prefix + f.name
             default = defaults.get(name, f.default)
-            group.add_argument(f"--{name}", type=_caster(f.type), default=default, metavar=f.name.upper(),
-                               help=f.metadata.get("help", ""))
+            names = [f"--{name}"] + [f"--{alias}" for alias in ALIASES.get(name, ())]
+            help = f.metadata.get("help", "")
+            if names[1:]:
+                help += " (alias: " + ", ".join(names[1:]) + ")"
+            if _caster(f.type) is parse_bool:
+                add_bool_argument(group, *names, dest=name, default=default, help=help)
+            else:
+                group.add_argument(*names, dest=name, type=_caster(f.type), default=default,
+                                   metavar=f.name.upper(), help=help)
     return parser
 
 
@@ -74,12 +101,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every training recipe has: resume/overwrite and the Hub upload."""
     g = parser.add_argument_group("run")
     g.add_argument("--resume", default=None, help="'latest' or a checkpoint directory to continue from")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start over in an output_dir that has an earlier run (its checkpoints and results are "
-                        "deleted once the new settings are validated)")
-    g.add_argument("--push_to_hub", action="store_true", help="upload the exported model to the Hub")
+    add_bool_argument(g, "--overwrite",
+                      help="start over in an output_dir that has an earlier run (its checkpoints and results are "
+                           "deleted once the new settings are validated)")
+    add_bool_argument(g, "--save_final_checkpoint",
+                      help="keep the last checkpoint (weights, EMA key encoder, optimizer state, queue: several "
+                           "times the model's size) after a successful export. Default false: a finished run keeps "
+                           "the exported model and results, and the final checkpoint is deleted (earlier "
+                           "--save_every checkpoints, which a crash would resume from, stay)")
+    add_bool_argument(g, "--push_to_hub", help="upload the exported model to the Hub")
     g.add_argument("--hub_model_id", default=None, help="repo id for --push_to_hub (user/name)")
-    g.add_argument("--hub_private", action="store_true", help="create the Hub repo as private")
+    add_bool_argument(g, "--hub_private", help="create the Hub repo as private")
 
 
 def load_config_file(path: str) -> dict:
@@ -133,6 +165,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[list[str]] = None
     if first.config:
         values = load_config_file(first.config)
         actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+        aliases = {o.lstrip("-"): a.dest for a in actions.values() for o in a.option_strings
+                   if o.startswith("--") and o.lstrip("-") != a.dest}
+        both = sorted(k for k in values if k in aliases and aliases[k] in values)
+        if both:
+            raise ValueError(f"--config {first.config!r} sets both {both[0]!r} and its alias {aliases[both[0]]!r}; "
+                             "keep one")
+        values = {aliases.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(actions))
         if unknown:
             raise ValueError(f"--config {first.config!r} has unknown option(s) {unknown}; see --help for the names")
@@ -165,7 +204,8 @@ def options_markdown() -> str:
     rows = ["| option | default | meaning |", "|---|---|---|"]
     for cls, prefix, title in SECTIONS:
         for f in dataclasses.fields(cls):
-            rows.append(f"| `--{prefix}{f.name}` | `{f.default}` | {f.metadata.get('help', '')} |")
+            aliases = "".join(f" (`--{a}`)" for a in ALIASES.get(prefix + f.name, ()))
+            rows.append(f"| `--{prefix}{f.name}`{aliases} | `{f.default}` | {f.metadata.get('help', '')} |")
     return "\n".join(rows)
 
 

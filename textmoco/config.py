@@ -144,7 +144,9 @@ class TrainConfig(_Config):
     momentum_schedule: str = _opt("cosine", "cosine (m raised to 1 over training) or constant")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step (queue/EMA advance once per step)")
     max_grad_norm: Optional[float] = _opt(1.0, "gradient clipping norm (None = off)")
-    mixed_precision: str = _opt("no", "no, fp16 or bf16 (Accelerate autocast; loss logits stay float32)")
+    mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (Accelerate autocast; loss logits stay float32); "
+                                          "None = what the launcher/config says (accelerate launch "
+                                          "--mixed_precision, ACCELERATE_MIXED_PRECISION), else no")
     seed: int = _opt(0, "random seed (model init, data order, dropout, augmentation)")
     drop_last: bool = _opt(True, "drop the short last batch of an epoch (False: keep it)")
     log_every: int = _opt(1, "write a metrics.jsonl row every N optimizer steps")
@@ -172,7 +174,8 @@ class TrainConfig(_Config):
                self.gradient_accumulation_steps, "an integer >= 1")
         if self.max_grad_norm is not None:
             _check(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "> 0 or None (no clipping)")
-        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        if self.mixed_precision is not None:
+            _choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
         if self.save_every is not None:
             _check(self.save_every >= 1, "save_every", self.save_every, "an integer >= 1 or None (only at the end)")

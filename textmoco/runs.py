@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .checkpointing import LATEST, atomic_write_json, checkpoint_root, resolve_resume
+from .checkpointing import LATEST, atomic_write_json, checkpoint_root, make_tree_readable, resolve_resume
 
 SECRET_OPTIONS = ("hub_token", "token")
 
@@ -31,6 +31,11 @@ def prepare_output_dir(output_dir: str, resume: Optional[str], overwrite: bool =
     if checkpoint is None and earlier and not overwrite:
         raise ValueError(f"output_dir {output_dir!r} holds an earlier run's checkpoints; pass --resume latest to "
                          "continue it, --overwrite to start over in it, or another --output_dir")
+    if checkpoint is None and (path / "results.json").is_file() and not overwrite:
+        # a finished run whose final checkpoint was deleted (--save_final_checkpoint false): nothing to resume, and
+        # a fresh run would replace its exported model
+        raise ValueError(f"output_dir {output_dir!r} holds a finished run (results.json, no checkpoint left to "
+                         "resume); pass --overwrite to start over in it, or another --output_dir")
     path.mkdir(parents=True, exist_ok=True)
     return checkpoint
 
@@ -76,6 +81,8 @@ def confirm_run(trainer, checkpoint: Optional[Path], args: argparse.Namespace) -
     must not cost the earlier run)."""
     if checkpoint is not None:
         trainer.check_checkpoint(checkpoint)
+    # read by finish_run: whether the final checkpoint outlives a successful export (--save_final_checkpoint)
+    trainer.save_final_checkpoint = bool(getattr(args, "save_final_checkpoint", True))
     if trainer.accelerator.is_main_process:
         if checkpoint is None and getattr(args, "overwrite", False):
             clear_earlier_run(trainer.cfg.output_dir)
@@ -131,22 +138,70 @@ def save_resolved_config(output_dir: str, args: argparse.Namespace | dict, name:
     return path
 
 
+RESULTS_DECIMALS = 4
+
+
+def rounded(value: Any, decimals: int = RESULTS_DECIMALS) -> Any:
+    """``value`` with every float rounded to ``decimals`` places (nested dicts/lists too; non-finite floats and
+    everything else unchanged) — results.json holds scores, not 17-digit noise."""
+    import math
+
+    if isinstance(value, float):
+        return round(value, decimals) if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, decimals) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, decimals) for v in value]
+    return value
+
+
 def write_results(output_dir: str, results: dict[str, Any]) -> Path:
+    """``output_dir/results.json`` with floats rounded to 4 decimals (:func:`rounded`)."""
     path = Path(output_dir) / "results.json"
-    atomic_write_json(path, results)
+    atomic_write_json(path, rounded(results))
     return path
 
 
+def drop_final_checkpoint(output_dir: str) -> Optional[Path]:
+    """After a successful export: delete the checkpoint ``latest`` names (the finished run's final state with its
+    optimizer — several times the exported model's size) and point ``latest`` at the newest remaining complete
+    checkpoint (a ``--save_every`` one), or remove the pointer when none is left. Returns the deleted directory."""
+    import shutil
+
+    from .checkpointing import atomic_write_text
+
+    root = checkpoint_root(Path(output_dir))
+    final = resolve_resume(LATEST, output_dir)
+    if final is None or not final.is_dir():
+        return None
+    shutil.rmtree(final)
+    left = sorted((p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()),
+                  key=lambda p: int(p.name.split("-")[1]))
+    if left:
+        atomic_write_text(root / LATEST, left[-1].name + "\n")
+    else:
+        (root / LATEST).unlink(missing_ok=True)
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+    return final
+
+
 def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str, Any],
-               push_to_hub: Optional[str] = None, hub_private: bool = False) -> None:
+               push_to_hub: Optional[str] = None, hub_private: bool = False,
+               save_final_checkpoint: Optional[bool] = None) -> None:
     """After training (main process only): export the encoder into ``output_dir``, write the model card,
-    results.json and training_curve.png, and optionally upload the directory (checkpoints excluded)."""
-    from .export import hub_base_model, write_model_card, write_text_model_card
+    results.json and training_curve.png, and optionally upload the directory (checkpoints excluded). Then, unless
+    ``save_final_checkpoint`` (default: the ``--save_final_checkpoint`` option :func:`confirm_run` saw, else
+    False), delete the final checkpoint (:func:`drop_final_checkpoint`)."""
+    from .export import hub_base_model, write_model_card, write_text_model_card, write_vision_model_card
     from .export import push_to_hub as upload
     from .plotting import plot_training_curve
 
+    if save_final_checkpoint is None:
+        save_final_checkpoint = getattr(trainer, "save_final_checkpoint", False)
     card = dict(card)
     text_card = card.pop("text_card", None)  # text: sentence-transformers' own model card (see write_text_model_card)
+    vision_card = card.pop("vision_card", None)  # image: huggingface_hub's ModelCardData (write_vision_model_card)
     card["base_model"] = hub_base_model(card.get("base_model"), card.pop("hub_base_model", None))
     trainer.export(output_dir, results=results)
     if not trainer.accelerator.is_main_process:
@@ -159,12 +214,23 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
                               loss_kwargs=loss_kwargs, datasets=card.get("datasets"), model_id=push_to_hub,
                               license=card.get("license") or "apache-2.0", **text_card)
     else:
-        write_model_card(output_dir, metrics=results.get("metrics", {}), train_config=trainer.cfg.to_dict(),
-                         objective_config={**trainer.objective.to_dict(), **{f"queue_{k}": v for k, v in
-                                                                              trainer.queue_cfg.to_dict().items()}},
-                         **card)
+        configs = dict(train_config=public_options(trainer.cfg.to_dict()),
+                       objective_config={**trainer.objective.to_dict(), **{f"queue_{k}": v for k, v in
+                                                                           trainer.queue_cfg.to_dict().items()}})
+        if vision_card is not None:
+            write_vision_model_card(output_dir, title=card["title"], base_model=card["base_model"],
+                                    metrics=rounded(results.get("metrics", {})), license=card.get("license") or
+                                    "apache-2.0", **configs, **vision_card)
+        else:
+            write_model_card(output_dir, metrics=results.get("metrics", {}), **configs, **card)
     write_results(output_dir, results)
     plot_training_curve(trainer.metrics_path, Path(output_dir) / "training_curve.png", title=card.get("title", ""))
+    make_tree_readable(output_dir)  # no 0600 files (safetensors and atomic writers create them through mkstemp)
     if push_to_hub:
         url = upload(output_dir, push_to_hub, private=hub_private)
         print(f"pushed to {url}")
+    if not save_final_checkpoint:
+        dropped = drop_final_checkpoint(output_dir)
+        if dropped is not None:
+            print(f"deleted the final checkpoint {dropped.name} (the exported model is complete; keep it with "
+                  "--save_final_checkpoint true)")
