@@ -14,6 +14,7 @@ import torch
 
 import textrun
 from textmoco import cli
+from textmoco.cli import ALIASES
 from textmoco.config import ObjectiveConfig, QueueConfig, TrainConfig
 
 torch.set_num_threads(1)
@@ -110,9 +111,13 @@ def test_help_lists_every_config_option_with_its_default(monkeypatch):
     for cls, prefix in ((ObjectiveConfig, ""), (QueueConfig, "queue_"), (TrainConfig, "")):
         for f in dataclasses.fields(cls):
             name = prefix + f.name
-            match = re.search(rf"--{name} {f.name.upper()} (.*?)\(default: (.*?)\)", text)
+            value = r"\[\{true,false\}\]" if f.type == "bool" else f.name.upper()  # booleans: --flag [{true,false}]
+            aliases = ALIASES.get(name, ())
+            names = ", ".join(f"--{n} {value}" for n in (name, *aliases))
+            match = re.search(rf"{names} (.*?)\(default: (.*?)\)", text)
             assert match, f"--help does not list --{name}"
-            assert match.group(1).strip() == f.metadata["help"], name
+            alias_note = " (alias: " + ", ".join(f"--{a}" for a in aliases) + ")" if aliases else ""
+            assert match.group(1).strip() == f.metadata["help"] + alias_note, name
             assert match.group(2) == str(defaults.get(name, f.default)), name
             checked += 1
     assert checked == len(dataclasses.fields(ObjectiveConfig)) + 2 + len(dataclasses.fields(TrainConfig))
