@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -40,14 +41,32 @@ class ItemsWithIds(Dataset):
 
 
 class IdCollator:
-    """(id, sample) pairs -> {"ids": (B,) int64, "inputs": collate(samples)}."""
+    """(id, sample) pairs -> {"ids": (B,) int64, "inputs": collate(samples)}.
 
-    def __init__(self, collate: Callable):
-        self.collate = collate
+    When ``collate`` takes a ``sample_keys`` argument (e.g. ``TextEncoder.collate``, whose word augmentation draws
+    at collate time), it gets one ``(seed, epoch, sample id)`` per sample so that its draws are seeded per sample:
+    the DataLoader (and Accelerate, one batch ahead) collates before the step, so draws from the global RNG would
+    land in the checkpoint's RNG state and a resumed run would diverge. The epoch comes from :meth:`set_epoch`
+    (:func:`set_loader_epoch`, before each epoch's iterator is created, so workers get it too)."""
+
+    def __init__(self, collate: Callable, seed: int = 0):
+        self.collate, self.seed, self.epoch = collate, int(seed), 0
+        try:
+            self._keyed = "sample_keys" in inspect.signature(collate).parameters
+        except (TypeError, ValueError):
+            self._keyed = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __call__(self, items):
-        ids = torch.tensor([i for i, _ in items], dtype=torch.long)
-        return {"ids": ids, "inputs": self.collate([s for _, s in items])}
+        ids = [i for i, _ in items]
+        samples = [s for _, s in items]
+        if self._keyed:
+            inputs = self.collate(samples, sample_keys=[(self.seed, self.epoch, int(i)) for i in ids])
+        else:
+            inputs = self.collate(samples)
+        return {"ids": torch.tensor(ids, dtype=torch.long), "inputs": inputs}
 
 
 def build_train_loader(dataset: Any, collate: Callable, train: Any, world: int = 1, rank: int = 0) -> DataLoader:
@@ -64,22 +83,26 @@ def build_train_loader(dataset: Any, collate: Callable, train: Any, world: int =
             dataset = dataset.shard(rank, world)
         # own generator: creating each epoch's iterator draws a base seed, never from the global RNG
         return DataLoader(dataset, batch_size=train.batch_size, drop_last=train.drop_last,
-                          collate_fn=IdCollator(collate), generator=torch.Generator().manual_seed(train.seed))
+                          collate_fn=IdCollator(collate, train.seed), generator=torch.Generator().manual_seed(train.seed))
     from ..trainer import check_dataset_size
 
     check_dataset_size(len(dataset), train, world)
     return DataLoader(ItemsWithIds(dataset), batch_size=train.batch_size, shuffle=True, drop_last=train.drop_last,
-                      num_workers=train.num_workers, collate_fn=IdCollator(collate),
+                      num_workers=train.num_workers, collate_fn=IdCollator(collate, train.seed),
                       # own generator: starting an epoch's iterator must not draw from the global RNG,
                       # or a resumed run's dropout/augmentation noise would drift from the uninterrupted one
                       generator=torch.Generator().manual_seed(train.seed))
 
 
 def set_loader_epoch(loader: Any, epoch: int) -> None:
-    """Tell the sampler (Accelerate's ``set_epoch``) *and* the dataset the epoch: Accelerate only tells the
-    dataset when the sampler cannot take it, and crops are seeded by (seed, epoch, sample id)."""
+    """Tell the sampler (Accelerate's ``set_epoch``), the dataset *and* the collator the epoch: Accelerate only
+    tells the dataset when the sampler cannot take it; crops and word augmentation are seeded by (seed, epoch,
+    sample id)."""
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
+    collate = getattr(loader, "collate_fn", None)
+    if hasattr(collate, "set_epoch"):
+        collate.set_epoch(epoch)
     dataset = getattr(loader, "dataset", None)
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
