@@ -8,8 +8,9 @@ import statistics
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-_OFF = ["--selection", "none", "--id_guard", "false", "--guard_threshold", "none"]
-_SELECT = ["--selection", "top_k", "--top_k", "512", "--id_guard", "true", "--guard_threshold", "0.9"]
+_OFF = ["--selection", "none", "--id_guard", "false", "--guard_threshold", "none", "--guide_threshold", "none"]
+_SELECT = ["--selection", "top_k", "--top_k", "512", "--id_guard", "true", "--guard_threshold", "0.9",
+           "--guide_threshold", "none"]
 CELLS: dict[str, list[str]] = {
     # the dual cells keep the recipe's dual_mode (text: weighted; vision: symmetric); the others switch it off
     "plain MoCo": ["--dual_mode", "weighted", "--dual_weight", "0"] + _OFF,
@@ -19,9 +20,14 @@ CELLS: dict[str, list[str]] = {
 }
 
 
+# the objective the defaults search ran with (the library's defaults then); a cell's own options come after
+_SEARCH_OBJECTIVE = ["--temperature", "0.05", "--selection", "top_k", "--top_k", "512", "--guard_threshold", "0.9",
+                     "--guide_threshold", "none"]
+
+
 def _run(corpus: str, lr: float, steps: int, max_length: int = 32, *more: str) -> list[str]:
-    return ["--corpus", corpus, "--lr", str(lr), "--max_steps", str(steps), "--max_length", str(max_length),
-            "--eval_average_alphas", "0.5", *more]
+    return [*_SEARCH_OBJECTIVE, "--corpus", corpus, "--lr", str(lr), "--max_steps", str(steps),
+            "--max_length", str(max_length), "--eval_average_alphas", "0.5", *more]
 
 
 _CORPORA = {"stsb": "stsb-train", "wiki": "wiki-vital", "stsb+wiki": "stsb-train+wiki-vital"}
@@ -36,9 +42,23 @@ DEFAULTS_STUDY.update({
     "stsb+wiki lr 5e-05 400 steps dual 1.0": _run("stsb-train+wiki-vital", 5e-5, 400, 32, "--dual_weight", "1.0"),
     "stsb+wiki lr 5e-05 400 steps tau 0.1": _run("stsb-train+wiki-vital", 5e-5, 400, 32, "--temperature", "0.1"),
     "stsb+wiki lr 5e-05 200 steps batch 128": _run("stsb-train+wiki-vital", 5e-5, 200, 32, "--batch_size", "128"),
+    # second round, around the best of the first (stsb, lr 1e-4, 400 steps)
+    "stsb lr 0.0001 300 steps": _run("stsb-train", 1e-4, 300),
+    "stsb lr 0.0001 300 steps tau 0.1": _run("stsb-train", 1e-4, 300, 32, "--temperature", "0.1"),
+    "stsb lr 0.0002 300 steps": _run("stsb-train", 2e-4, 300),
+    "stsb lr 0.0002 300 steps tau 0.1": _run("stsb-train", 2e-4, 300, 32, "--temperature", "0.1"),
+    "stsb lr 0.0001 400 steps tau 0.1": _run("stsb-train", 1e-4, 400, 32, "--temperature", "0.1"),
+    "stsb lr 0.0001 600 steps": _run("stsb-train", 1e-4, 600),
+    "stsb lr 0.0001 400 steps dual 0.75": _run("stsb-train", 1e-4, 400, 32, "--dual_weight", "0.75"),
+    "stsb lr 0.0001 400 steps dual 0.25": _run("stsb-train", 1e-4, 400, 32, "--dual_weight", "0.25"),
+    "stsb+wiki lr 0.0001 400 steps tau 0.1": _run("stsb-train+wiki-vital", 1e-4, 400, 32, "--temperature", "0.1"),
+    "wiki lr 0.0001 400 steps tau 0.1": _run("wiki-vital", 1e-4, 400, 32, "--temperature", "0.1"),
 })
 
 _NONE = ["--selection", "none", "--id_guard", "true", "--guard_threshold", "none"]
+# the selection study's base (then the best of the defaults search); each cell's options come after it
+_SELECTION_BASE = ["--corpus", "stsb-train", "--lr", "1e-4", "--max_steps", "400", "--temperature", "0.05",
+                   "--guide_threshold", "none"] + _NONE
 # where hard-negative selection and the false-negative guards help, on top of the recipe's defaults
 SELECTION_STUDY: dict[str, list[str]] = {
     "no selection, no similarity guard": _NONE,
@@ -62,8 +82,19 @@ SELECTION_STUDY: dict[str, list[str]] = {
     "tau 0.1, no selection": ["--temperature", "0.1"] + _NONE,
     "tau 0.1, top_k 512 + guard 0.9": ["--temperature", "0.1", "--selection", "top_k", "--top_k", "512",
                                        "--guard_threshold", "0.9"],
+    "guide 0.9 only": ["--guide_threshold", "0.9"] + _NONE,
+    "guide 0.8 only": ["--guide_threshold", "0.8"] + _NONE,
+    "guide 0.7 only": ["--guide_threshold", "0.7"] + _NONE,
+    "guide 0.8 + top_k 512": ["--guide_threshold", "0.8", "--selection", "top_k", "--top_k", "512",
+                              "--guard_threshold", "none"],
 }
-STUDIES = {"ablation": CELLS, "defaults": DEFAULTS_STUDY, "selection": SELECTION_STUDY}
+SELECTION_STUDY = {name: _SELECTION_BASE + options for name, options in SELECTION_STUDY.items()}
+# the text ablation: METHOD.md's four cells, the guide guard alone, and the text recipe's default objective
+TEXT_ABLATION = {**CELLS,
+                 "+ guide guard (start model, 0.8)": ["--dual_mode", "weighted", "--dual_weight", "0"] + _NONE +
+                 ["--guide_threshold", "0.8"],
+                 "default (dual-view + id guard + guide 0.8)": []}
+STUDIES = {"ablation": TEXT_ABLATION, "defaults": DEFAULTS_STUDY, "selection": SELECTION_STUDY}
 
 
 def slug(name: str) -> str:
