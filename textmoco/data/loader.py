@@ -83,7 +83,8 @@ def build_train_loader(dataset: Any, collate: Callable, train: Any, world: int =
             dataset = dataset.shard(rank, world)
         # own generator: creating each epoch's iterator draws a base seed, never from the global RNG
         return DataLoader(dataset, batch_size=train.batch_size, drop_last=train.drop_last,
-                          collate_fn=IdCollator(collate, train.seed), generator=torch.Generator().manual_seed(train.seed))
+                          collate_fn=IdCollator(collate, train.seed),
+                          generator=torch.Generator().manual_seed(train.seed))
     from ..trainer import check_dataset_size
 
     check_dataset_size(len(dataset), train, world)
