@@ -96,3 +96,16 @@ def test_build_guide_normalises_and_shares_the_table_for_single_texts():
 def test_guide_threshold_is_validated_and_required_by_the_trainer():
     with pytest.raises(ValueError, match="guide_threshold=1.5 is invalid"):
         ObjectiveConfig(guide_threshold=1.5)
+
+
+def test_trainer_refuses_guide_threshold_without_a_guide(tmp_path):
+    from textmoco.config import QueueConfig, TrainConfig
+    from textmoco.encoders.vector import VectorEncoder
+    from textmoco.model import MoCoModel
+    from textmoco.trainer import MoCoTrainer
+
+    model = MoCoModel(VectorEncoder(4, 3))
+    data = torch.randn(8, 4)
+    with pytest.raises(ValueError, match="guide_threshold=0.8 needs the guide"):
+        MoCoTrainer(model, data, ObjectiveConfig(guide_threshold=0.8), QueueConfig(size=8),
+                    TrainConfig(output_dir=str(tmp_path), batch_size=4, max_steps=1))

@@ -25,7 +25,7 @@ from transformers import get_scheduler
 from . import checkpointing, distributed
 from .config import ObjectiveConfig, QueueConfig, TrainConfig
 from .encoders.base import move_to_device
-from .losses import compute_loss_from_embeddings
+from .losses import Guide, compute_loss_from_embeddings
 from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
 from .data.loader import build_train_loader, load_loader_state, loader_state, set_loader_epoch
@@ -74,9 +74,15 @@ def check_dataset_size(num_samples: int, train: TrainConfig, world: int = 1) -> 
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
                  queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None,
-                 callbacks: Optional[list[Callable[["MoCoTrainer", int], Optional[dict]]]] = None):
+                 callbacks: Optional[list[Callable[["MoCoTrainer", int], Optional[dict]]]] = None,
+                 guide: Optional[Guide] = None):
         """``callbacks``: called as ``cb(trainer, step)`` on every process after each optimizer step that is
-        logged; a returned dict is merged into the metrics row (e.g. a kNN monitor)."""
+        logged; a returned dict is merged into the metrics row (e.g. a kNN monitor). ``guide``: the start model's
+        embeddings of the training samples by sample id (:func:`textmoco.guide.build_guide`), needed by
+        ``objective.guide_threshold``."""
+        if objective.guide_threshold is not None and guide is None:
+            raise ValueError(f"guide_threshold={objective.guide_threshold} needs the guide's embeddings of the "
+                             "training data: pass guide=textmoco.guide.build_guide(...) (the recipes do)")
         if objective.dual_mode == "symmetric" and not model.symmetric:
             raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
         self.objective, self.queue_cfg, self.cfg = objective, queue, train
@@ -100,6 +106,7 @@ class MoCoTrainer:
         # map-style or streaming data, sample ids, size checks: all in data/loader.py
         loader = build_train_loader(train_dataset, model.encoder.collate, train, world, self.accelerator.process_index)
         self.streaming = is_streaming(loader.dataset)
+        self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
         decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
@@ -226,7 +233,7 @@ class MoCoTrainer:
             offset = distributed.rank() * out.q.shape[0]
         result = compute_loss_from_embeddings(out.q, out.k, ids, self.queue.negatives(), self.objective,
                                               self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a,
-                                              extra_key_negatives=getattr(out, "k_neg", None))
+                                              extra_key_negatives=getattr(out, "k_neg", None), guide=self.guide)
         return result, out.k.detach(), ids
 
     def fit(self, resume_from: Optional[str] = None) -> list[dict]:
