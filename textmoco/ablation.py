@@ -93,7 +93,8 @@ SELECTION_STUDY = {name: _SELECTION_BASE + options for name, options in SELECTIO
 TEXT_ABLATION = {**CELLS,
                  "+ guide guard (start model, 0.8)": ["--dual_mode", "weighted", "--dual_weight", "0"] + _NONE +
                  ["--guide_threshold", "0.8"],
-                 "default (dual-view + id guard + guide 0.8)": []}
+                 "default (dual-view + id guard + guide 0.8)": [],
+                 "default on wiki-vital (no evaluation sentence)": ["--corpus", "wiki-vital"]}
 STUDIES = {"ablation": TEXT_ABLATION, "defaults": DEFAULTS_STUDY, "selection": SELECTION_STUDY}
 
 
