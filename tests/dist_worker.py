@@ -56,8 +56,8 @@ def main() -> None:
     snapshots = []  # queue ids / keys after every step: pins the composition and order of each global batch
     enqueue = trainer.queue.enqueue
 
-    def recording(keys, ids, gather=True):
-        enqueue(keys, ids, gather)
+    def recording(keys, ids, gather=True, **kwargs):
+        enqueue(keys, ids, gather, **kwargs)
         snapshots.append((trainer.queue.ids.clone(), trainer.queue.keys.clone()))
 
     trainer.queue.enqueue = recording
