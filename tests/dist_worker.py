@@ -1,6 +1,6 @@
 """Worker for tests/test_distributed.py: train the full objective on a VectorEncoder and dump what must match.
 
-    torchrun --nproc_per_node 2 tests/dist_worker.py --batch 4 --out A.pt --output-dir runA
+    torchrun --nproc_per_node 2 tests/dist_worker.py --batch 4 --out A.pt --output-dir runA [--head-bn]
     python tests/dist_worker.py --batch 8 --out B.pt --output-dir runB
 
 Two processes with batch b must reproduce one process with batch 2b: the same losses (metrics are averaged over
@@ -20,6 +20,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from textmoco.config import ObjectiveConfig, QueueConfig, TrainConfig  # noqa: E402
+from textmoco.encoders.heads import ProjectionHead  # noqa: E402
 from textmoco.encoders.vector import VectorEncoder  # noqa: E402
 from textmoco.model import MoCoModel  # noqa: E402
 from textmoco.trainer import MoCoTrainer  # noqa: E402
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--queue", type=int, default=20)
     parser.add_argument("--key-negatives", default="batch+queue")
+    parser.add_argument("--head-bn", action="store_true", help="a BatchNorm projection head (MoCo v2's)")
+    parser.add_argument("--no-sync-bn", action="store_true", help="leave its BatchNorm per-process")
     parser.add_argument("--check-only", action="store_true",
                         help="only build the trainer and write '<out>.<RANK>' with the world size it sees")
     args = parser.parse_args()
@@ -42,11 +45,12 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     data = list(torch.randn(args.samples, 8, generator=g))
     torch.manual_seed(1234)
-    model = MoCoModel(VectorEncoder(8, 6, hidden=16, noise=0.0))
+    head = ProjectionHead(6, hidden_dim=12, out_dim=6, num_layers=2, batch_norm=True) if args.head_bn else None
+    model = MoCoModel(VectorEncoder(8, 6, hidden=16, noise=0.0), head)
     objective = ObjectiveConfig(temperature=0.2, dual_weight=0.5, key_negatives=args.key_negatives,
                                 selection="top_k", top_k=5, n_random=0, id_guard=True, guard_threshold=0.8)
     train = TrainConfig(output_dir=args.output_dir, batch_size=args.batch, max_steps=args.steps, lr=1e-2,
-                        momentum=0.9, max_grad_norm=1.0, progress=False, seed=0)
+                        momentum=0.9, max_grad_norm=1.0, progress=False, seed=0, sync_batchnorm=not args.no_sync_bn)
     trainer = MoCoTrainer(model, data, objective, QueueConfig(size=args.queue), train)
     if args.check_only:
         with open(f"{args.out}.{os.environ.get('RANK', '0')}", "w") as f:

@@ -50,18 +50,23 @@ def finish(proc, timeout=240):
     return out
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
+def two_and_one(tmp, extra=()):
+    """A 2-process run with batch B and a 1-process run with batch 2B of the worker, both at once."""
     # The two-process run is launched with ACCELERATE_USE_CPU=1: without it Accelerate does not recognise a CPU
     # torchrun job at all (see test_plain_torchrun_on_cpu_is_distributed). Both runs go at once to save time.
-    two = torchrun(["--batch", str(B), "--out", str(tmp / "two.pt"), "--output-dir", str(tmp / "two")],
+    extra = list(extra)
+    two = torchrun(["--batch", str(B), "--out", str(tmp / "two.pt"), "--output-dir", str(tmp / "two")] + extra,
                    ACCELERATE_USE_CPU="1")
-    one = single(["--batch", str(2 * B), "--out", str(tmp / "one.pt"), "--output-dir", str(tmp / "one")])
+    one = single(["--batch", str(2 * B), "--out", str(tmp / "one.pt"), "--output-dir", str(tmp / "one")] + extra)
     finish(one)
     finish(two)
     load = lambda p: torch.load(p, weights_only=False)  # noqa: E731
     return load(tmp / "two.pt"), load(tmp / "one.pt")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return two_and_one(tmp_path_factory.mktemp("dist"))
 
 
 def test_two_processes_equal_one_process_with_double_batch(runs):
@@ -114,3 +119,43 @@ def test_plain_torchrun_on_cpu_is_distributed(tmp_path):
     finish(proc)
     seen = sorted((tmp_path / f"world.{r}").read_text().split() for r in (0, 1))
     assert seen == [["2", "0"], ["2", "1"]], f"(num_processes, process_index) per rank: {seen}"
+
+
+def test_batchnorm_head_two_processes_equal_one_process(tmp_path):
+    """A BatchNorm projection head (vision's MoCo v2/v3 head) normalises with the global batch's statistics under
+    several processes (GatheredBatchNorm1d, on gloo too), in the query and the key branch: 2 x b equals 1 x 2b in
+    losses, queue, weights and running statistics. Per-process statistics (--no-sync-bn) do not."""
+    two, one = two_and_one(tmp_path, ["--head-bn", "--steps", "6"])
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(two["queue_keys"], one["queue_keys"], rtol=0, atol=1e-5)
+    for branch in ("query", "key"):
+        assert any("running_var" in name for name in one[branch])
+        for name in one[branch]:
+            torch.testing.assert_close(two[branch][name], one[branch][name], rtol=0, atol=1e-5,
+                                       msg=f"{branch}.{name}")
+    unsynced = torchrun(["--batch", str(B), "--out", str(tmp_path / "unsynced.pt"), "--output-dir",
+                         str(tmp_path / "unsynced"), "--head-bn", "--steps", "6", "--no-sync-bn"],
+                        ACCELERATE_USE_CPU="1")
+    finish(unsynced)
+    loose = torch.load(tmp_path / "unsynced.pt", weights_only=False)
+    assert (torch.tensor(loose["losses"]) - torch.tensor(one["losses"])).abs().max() > 1e-3
+
+
+def test_convert_sync_batchnorm_keeps_state_and_is_plain_batchnorm_on_one_process():
+    from torch import nn
+
+    from textmoco.distributed import GatheredBatchNorm1d, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Sequential(nn.ReLU(), nn.BatchNorm1d(5)))
+    net[1].running_mean.fill_(0.3)
+    reference = __import__("copy").deepcopy(net)
+    convert_sync_batchnorm(net)
+    assert type(net[1]) is GatheredBatchNorm1d and type(net[2][1]) is GatheredBatchNorm1d
+    assert torch.equal(net[1].running_mean, reference[1].running_mean)
+    x = torch.randn(8, 4)
+    torch.testing.assert_close(net(x), reference(x), rtol=0, atol=0)
+    torch.testing.assert_close(net[2][1].running_var, reference[2][1].running_var, rtol=0, atol=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="BatchNorm2d"):
+            convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)))

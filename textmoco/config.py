@@ -155,6 +155,8 @@ class TrainConfig(_Config):
     keep_checkpoints: int = _opt(2, "how many recent checkpoints to keep")
     on_nonfinite: str = _opt("skip", "on a NaN/inf gradient: skip the step (weights, EMA, queue untouched) or stop")
     max_consecutive_skips: Optional[int] = _opt(20, "stop after this many consecutive skipped steps (None = never)")
+    sync_batchnorm: bool = _opt(True, "under several processes, BatchNorm layers (vision heads) normalise with the "
+                                "global batch's statistics, so N processes equal one with the N-fold batch")
     num_workers: int = _opt(0, "DataLoader worker processes")
     progress: bool = _opt(True, "show a progress bar")
     report_to: Optional[str] = _opt(None, "Accelerate tracker(s), comma-separated: tensorboard, wandb, ... (None = off)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def is_distributed() -> bool:
@@ -54,6 +55,40 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+class GatheredBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` on (b, C) whose training statistics are those of the *global* batch: the (b, C) inputs of
+    all processes are all-gathered (with gradient, :func:`gather_with_grad`), normalised together (running stats
+    updated once, with the global batch) and each process keeps its own rows. So N processes with batch b compute
+    exactly what one process with batch N*b does, on any backend (gloo on CPU too, which ``torch.nn.SyncBatchNorm``
+    does not support). On one process, or in eval mode, it is plain BatchNorm1d. Equal b on all ranks required."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        b = x.shape[0]
+        start = dist.get_rank() * b
+        return super().forward(gather_with_grad(x))[start:start + b]
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Make every BatchNorm in ``module`` use the global batch's statistics under several processes (MoCo v3's
+    SyncBN; the fix for the per-process-statistics shortcut of MoCo's BatchNorm): ``nn.BatchNorm1d`` becomes
+    :class:`GatheredBatchNorm1d` in place (parameters and running stats kept); other BatchNorm kinds (2d/3d, in a CNN
+    backbone) go through ``torch.nn.SyncBatchNorm`` on GPUs and raise on CPU. Returns the module."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm1d:
+            child.__class__ = GatheredBatchNorm1d
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, (GatheredBatchNorm1d,
+                                                                                          nn.SyncBatchNorm)):
+            if not torch.cuda.is_available():
+                raise ValueError(f"cannot synchronise {type(child).__name__} '{name}' across CPU processes "
+                                 "(torch.nn.SyncBatchNorm needs GPUs); use BatchNorm1d heads or sync_batchnorm=False")
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        else:
+            convert_sync_batchnorm(child)
+    return module
 
 
 def all_true(flag: bool, device: torch.device) -> bool:

@@ -107,6 +107,8 @@ class MoCoTrainer:
         loader = build_train_loader(train_dataset, model.encoder.collate, train, world, self.accelerator.process_index)
         self.streaming = is_streaming(loader.dataset)
         self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
+        if world > 1 and train.sync_batchnorm:  # before prepare/MomentumContrast: both branches, state kept
+            distributed.convert_sync_batchnorm(model)
         decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
