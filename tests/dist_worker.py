@@ -66,8 +66,13 @@ def main() -> None:
 
     trainer.queue.enqueue = recording
     history = trainer.fit()
+    unwrapped = trainer.unwrapped
+    states = {name: {k: v.clone() for k, v in getattr(unwrapped, name).state_dict().items()} for name in ("query", "key")}
+    with torch.no_grad():  # both branches on one fixed batch in training mode (every rank: same batch statistics;
+        # the running statistics this updates were saved above)
+        probe = torch.randn(16, 8, generator=torch.Generator().manual_seed(5))
+        outputs = {f"{name}_out": getattr(unwrapped, name).train()(probe) for name in ("query", "key")}
     if trainer.accelerator.is_main_process:
-        unwrapped = trainer.unwrapped
         torch.save({
             "world": trainer.accelerator.num_processes,
             "losses": [r["loss"] for r in history],
@@ -75,8 +80,7 @@ def main() -> None:
             "queue_keys": trainer.queue.keys.clone(), "queue_ids": trainer.queue.ids.clone(),
             "queue_ptr": trainer.queue.ptr, "queue_filled": trainer.queue.filled.clone(),
             "snap_ids": [s[0] for s in snapshots], "snap_keys": [s[1] for s in snapshots],
-            "query": {k: v.clone() for k, v in unwrapped.query.state_dict().items()},
-            "key": {k: v.clone() for k, v in unwrapped.key.state_dict().items()},
+            **states, **outputs,
         }, args.out)
 
 

@@ -128,11 +128,17 @@ def test_batchnorm_head_two_processes_equal_one_process(tmp_path):
     two, one = two_and_one(tmp_path, ["--head-bn", "--steps", "6"])
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
     torch.testing.assert_close(two["queue_keys"], one["queue_keys"], rtol=0, atol=1e-5)
+    # The encoder's last bias shifts every sample's features alike, which the head's BatchNorm removes: its gradient
+    # is zero up to rounding in both runs, and AdamW turns rounding noise into +-lr steps, so that bias (and the
+    # running mean it shifts) is free to differ. Everything else must match, and so must both branches' outputs.
+    free = ("encoder.net.2.bias", "running_mean")
     for branch in ("query", "key"):
         assert any("running_var" in name for name in one[branch])
         for name in one[branch]:
-            torch.testing.assert_close(two[branch][name], one[branch][name], rtol=0, atol=1e-5,
-                                       msg=f"{branch}.{name}")
+            if not name.endswith(free):
+                torch.testing.assert_close(two[branch][name], one[branch][name], rtol=0, atol=1e-5,
+                                           msg=f"{branch}.{name}")
+        torch.testing.assert_close(two[f"{branch}_out"], one[f"{branch}_out"], rtol=0, atol=1e-5)
     unsynced = torchrun(["--batch", str(B), "--out", str(tmp_path / "unsynced.pt"), "--output-dir",
                          str(tmp_path / "unsynced"), "--head-bn", "--steps", "6", "--no-sync-bn"],
                         ACCELERATE_USE_CPU="1")
