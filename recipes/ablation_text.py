@@ -20,7 +20,6 @@ import train_text  # noqa: E402
 
 from textmoco.ablation import STUDIES, markdown_table, run_cells, slug  # noqa: E402
 from textmoco.baselines import train_in_batch_baseline  # noqa: E402
-from textmoco.data.corpora import load_corpus  # noqa: E402
 from textmoco.evaluation.sts_suite import headline  # noqa: E402
 
 MNRL = "in-batch MNRL (sentence-transformers)"

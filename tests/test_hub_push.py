@@ -77,3 +77,34 @@ def test_saved_config_holds_no_absolute_path(tmp_path):
                                                 "hub_token": "secret", "lr": 1e-4})
     saved = json.loads(path.read_text())
     assert saved == {"model": "minilm", "output_dir": "outputs/text", "lr": 1e-4}
+
+
+def test_vision_push_to_hub_uploads_exactly_the_model(tmp_path, monkeypatch):
+    """The vision recipe's --push_to_hub, in-process with the fake HfApi: the exported ViT, its image processor and
+    card go up; no checkpoint, no local path; the card's snippet names the Hub repo."""
+    import sys
+
+    import huggingface_hub
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import train_vision
+
+    FakeHfApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    out = tmp_path / "run"
+    train_vision.main(["--dataset", "digits", "--max_steps", "2", "--batch_size", "32", "--queue_size", "48",
+                       "--hidden_size", "32", "--num_layers", "1", "--heads", "2", "--head_hidden", "32",
+                       "--head_dim", "16", "--knn_every", "0", "--progress", "false", "--save_every", "1",
+                       "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "me/tiny-vit"])
+    (_, repo, files), = [c for c in FakeHfApi.calls if c[0] == "upload_folder"]
+    assert repo == "me/tiny-vit"
+    assert not any(f.startswith("checkpoints/") for f in files)
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "results.json",
+            "textmoco_config.json"} <= set(files), files
+    for rel in files:
+        if rel.endswith((".json", ".md", ".jsonl", ".txt")):
+            text = (out / rel).read_text(encoding="utf-8")
+            for local in (str(tmp_path), str(Path.home())):
+                assert local not in text, (rel, local)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert 'from_pretrained("me/tiny-vit")' in card or "from_pretrained('me/tiny-vit')" in card

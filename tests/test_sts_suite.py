@@ -1,6 +1,5 @@
 """The STS suite: SentEval layout reading (empty gold lines dropped), the "all" setting against scipy on the
 concatenation, per-subset figures, the average, one encoding per unique sentence, overlap counts."""
-import os
 from pathlib import Path
 
 import numpy as np
