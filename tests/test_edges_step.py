@@ -204,6 +204,34 @@ def test_scaler_skipped_fp16_step_moves_neither_ema_nor_queue(tmp_path, monkeypa
     assert not torch.equal(seen[2][1][0], seen[3][1][0])  # the next step moved the EMA again
 
 
+def test_scaler_decision_alone_holds_ema_and_queue(tmp_path, monkeypatch):
+    """The fp16 scaler is the authority on whether the weights moved: a step it skips although the measured gradient
+    norm was finite (its own inf check and the norm can disagree, e.g. a wrapped optimizer that reports no norm)
+    moves neither EMA nor queue."""
+    seen = []
+    original = MoCoTrainer._loss
+
+    def spy(self, batch):
+        seen.append((params(self.unwrapped.key), self.queue.num_enqueued))
+        return original(self, batch)
+
+    monkeypatch.setattr(MoCoTrainer, "_loss", spy)
+    t = make_trainer(tmp_path, max_steps=4)
+    scaler = install_cpu_scaler(t)
+    real_step, calls = scaler.step, []
+
+    def step(optimizer, *args, **kwargs):  # the second step: the scaler skips (optimizer.step not called)
+        calls.append(1)
+        return None if len(calls) == 2 else real_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(scaler, "step", step)
+    t.fit()
+    assert [x["skipped"] for x in rows(tmp_path)] == [False, True, False, False]
+    (k_before, n_before), (k_after, n_after) = seen[1], seen[2]
+    assert all(torch.equal(a, b) for a, b in zip(k_before, k_after)) and n_before == n_after == 8
+    assert seen[3][1] == 16
+
+
 # ----------------------------------------------------------------------------------------- host reads
 def test_default_training_step_reads_the_device_once(tmp_path, monkeypatch):
     """Count device-to-host reads (``Tensor.item`` / ``__bool__`` / ``tolist`` / ``nonzero``...) during optimizer
