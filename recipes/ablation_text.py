@@ -34,6 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep_runs", action="store_true", help="keep each run's directory (default: delete)")
     parser.add_argument("--out", default=None, help="markdown table to write (default results/<study>_text.md); "
                         "the .json beside it keeps finished runs, so a rerun only runs what is missing")
+    parser.add_argument("--table_only", action="store_true",
+                        help="run nothing: write the table of the runs already in the JSON (cells/seeds that exist)")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every textmoco run (after --)")
     args = parser.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
@@ -68,7 +70,12 @@ def main(argv=None) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
         return scores
 
-    scores = run_cells(names, args.seeds, run, json_path, extra)
+    if args.table_only:
+        scores = json.loads(json_path.read_text()) if json_path.exists() else {}
+        if "start" not in scores:
+            raise SystemExit(f"error: {json_path} holds no finished runs (and no start-model scores)")
+    else:
+        scores = run_cells(names, args.seeds, run, json_path, extra)
     if "start" not in scores:
         opts = train_text.parse_args(train_text.get_parser(), extra)
         import torch

@@ -45,3 +45,25 @@ def test_markdown_table_mean_and_std(tmp_path):
     assert f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} (n=3)" in row_b
     assert row_b.split(" | ")[1:4] == ["0.550", "0.650", "0.750"]
     assert "| raw |  |  |  | 0.400 |" in table
+
+
+def test_text_ablation_table_only_runs_nothing(tmp_path, monkeypatch):
+    """`ablation_text.py --table_only` writes the table of the saved runs (other seeds per cell allowed) and trains
+    nothing; with no saved runs it is one clear error."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import ablation_text
+
+    monkeypatch.setattr(ablation_text, "run_cells", lambda *a, **k: pytest.fail("--table_only trained"))
+    scores = {"start": {"sts_avg": 79.0, "stsb": 82.0},
+              "plain MoCo": {str(s): {"sts_avg": 77.0 + s, "stsb": 78.0, "options": []} for s in (0, 1, 2)},
+              "+ dual-view": {"0": {"sts_avg": 80.5, "stsb": 83.0, "options": []}}}
+    (tmp_path / "t.json").write_text(json.dumps(scores))
+    ablation_text.main(["--table_only", "--out", str(tmp_path / "t.md")])
+    table = (tmp_path / "t.md").read_text()
+    assert "| plain MoCo | 77.00 | 78.00 | 79.00 | 78.00 ± 1.00 (n=3) |" in table
+    assert "| + dual-view | 80.50 |  |  | 80.50 ± 0.00 (n=1) |" in table
+    with pytest.raises(SystemExit, match="no finished runs"):
+        ablation_text.main(["--table_only", "--out", str(tmp_path / "none.md")])
