@@ -67,7 +67,8 @@ def main() -> None:
     trainer.queue.enqueue = recording
     history = trainer.fit()
     unwrapped = trainer.unwrapped
-    states = {name: {k: v.clone() for k, v in getattr(unwrapped, name).state_dict().items()} for name in ("query", "key")}
+    states = {name: {k: v.clone() for k, v in getattr(unwrapped, name).state_dict().items()}
+              for name in ("query", "key")}
     with torch.no_grad():  # both branches on one fixed batch in training mode (every rank: same batch statistics;
         # the running statistics this updates were saved above)
         probe = torch.randn(16, 8, generator=torch.Generator().manual_seed(5))

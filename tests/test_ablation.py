@@ -50,11 +50,9 @@ def test_markdown_table_mean_and_std(tmp_path):
 def test_text_ablation_table_only_runs_nothing(tmp_path, monkeypatch):
     """`ablation_text.py --table_only` writes the table of the saved runs (other seeds per cell allowed) and trains
     nothing; with no saved runs it is one clear error."""
-    import sys
-    from pathlib import Path
+    import textrun
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    import ablation_text
+    ablation_text = textrun.import_recipe("ablation_text")
 
     monkeypatch.setattr(ablation_text, "run_cells", lambda *a, **k: pytest.fail("--table_only trained"))
     scores = {"start": {"sts_avg": 79.0, "stsb": 82.0},

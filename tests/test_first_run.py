@@ -5,7 +5,6 @@ rounded results.json, TrainingArguments-style aliases, no deprecated TrainingArg
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import stat
@@ -27,10 +26,9 @@ def _default_argv(text_cli, out, *extra, **kw):
 
 
 def _recipe(name):
-    spec = importlib.util.spec_from_file_location(f"first_run_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import textrun
+
+    return textrun.import_recipe(name, f"first_run_{name}")
 
 
 # ------------------------------------------------------------------------------------------ one default run

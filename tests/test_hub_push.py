@@ -82,12 +82,10 @@ def test_saved_config_holds_no_absolute_path(tmp_path):
 def test_vision_push_to_hub_uploads_exactly_the_model(tmp_path, monkeypatch):
     """The vision recipe's --push_to_hub, in-process with the fake HfApi: the exported ViT, its image processor and
     card go up; no checkpoint, no local path; the card's snippet names the Hub repo."""
-    import sys
-
     import huggingface_hub
+    import textrun
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    import train_vision
+    train_vision = textrun.import_recipe("train_vision")
 
     FakeHfApi.calls = []
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)

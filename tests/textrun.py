@@ -83,14 +83,20 @@ class TextCLI:
 _recipe = None
 
 
+def import_recipe(name: str, module_name: str = ""):
+    """recipes/<name>.py as a fresh module object (recipes are scripts, not a package)."""
+    path = REPO / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(module_name or f"textmoco_recipe_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_recipe():
     """recipes/train_text.py as a module (imported once per process)."""
     global _recipe
     if _recipe is None:
-        spec = importlib.util.spec_from_file_location("textmoco_recipe_train_text", RECIPE)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _recipe = module
+        _recipe = import_recipe("train_text")
     return _recipe
 
 

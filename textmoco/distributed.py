@@ -76,13 +76,13 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Make every BatchNorm in ``module`` use the global batch's statistics under several processes (MoCo v3's
     SyncBN; the fix for the per-process-statistics shortcut of MoCo's BatchNorm): ``nn.BatchNorm1d`` becomes
     :class:`GatheredBatchNorm1d` in place (parameters and running stats kept); other BatchNorm kinds (2d/3d, in a CNN
-    backbone) go through ``torch.nn.SyncBatchNorm`` on GPUs and raise on CPU. Returns the module."""
+    backbone) go through ``torch.nn.SyncBatchNorm`` under NCCL and raise otherwise (gloo/CPU). Returns the module."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm1d:
             child.__class__ = GatheredBatchNorm1d
         elif isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, (GatheredBatchNorm1d,
                                                                                           nn.SyncBatchNorm)):
-            if not torch.cuda.is_available():
+            if not (dist.is_initialized() and dist.get_backend() == "nccl"):  # gloo / CPU processes
                 raise ValueError(f"cannot synchronise {type(child).__name__} '{name}' across CPU processes "
                                  "(torch.nn.SyncBatchNorm needs GPUs); use BatchNorm1d heads or sync_batchnorm=False")
             setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
