@@ -33,6 +33,7 @@ from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read
                                      retrieval_task)
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
+from textmoco.guide import build_guide
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run, write_results
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 
@@ -97,9 +98,29 @@ def training_data(args, articles, train_idx, seed: int):
     return CropDataset(kept, args.crop_ratio_min, args.crop_ratio_max, args.crop_min_length, args.crop_delete, seed)
 
 
-def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int):
+def retrieval_guide(encoder: TextEncoder, dataset, max_length: int):
+    """The start model's embeddings per sample id for ``--guide_threshold`` (at the training length): pairs: each
+    id's description (anchor) and its first article (key; articles sharing a description share the id, which the
+    id guard covers); crops: the whole document stands for each of its crops."""
+    eval_length, encoder.eval_max_length = encoder.eval_max_length, max_length
+    try:
+        if isinstance(dataset, PairDataset):
+            first = {}
+            for row, sample_id in enumerate(dataset.ids or range(len(dataset))):
+                first.setdefault(sample_id, row)
+            rows = [first[i] for i in sorted(first)]
+            if sorted(first) != list(range(len(first))):
+                raise ValueError("the guide needs sample ids 0..n-1")
+            return build_guide(encoder.encode, [dataset.anchors[r] for r in rows], [dataset.positives[r] for r in rows])
+        return build_guide(encoder.encode, [" ".join(words) for words in dataset.words])
+    finally:
+        encoder.eval_max_length = eval_length
+
+
+def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int, callbacks=()):
     """sentence-transformers' own trainer and loss on the same (description, article) pairs, stopped after
-    ``--max_time_s`` seconds (or ``--max_steps``). Returns (model, steps, train seconds)."""
+    ``--max_time_s`` seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks.
+    Returns (model, steps, train seconds)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
         SentenceTransformerTrainingArguments
@@ -135,7 +156,8 @@ def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, see
         learning_rate=args.lr, **warmup_arguments(args.warmup_ratio), seed=seed, data_seed=seed, save_strategy="no",
         report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=True, disable_tqdm=True,
         batch_sampler="no_duplicates")
-    SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss, callbacks=[budget]).train()
+    SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss,
+                               callbacks=[budget, *callbacks]).train()
     model.max_seq_length = args.eval_max_length
     return model, budget.steps, time.time() - budget.start
 
@@ -175,8 +197,9 @@ def main(argv=None) -> dict:
         model.save(str(out))
         write_results(str(out), results)
         return results
+    guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
     model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
-    trainer = MoCoTrainer(model, dataset, objective, queue, train)
+    trainer = MoCoTrainer(model, dataset, objective, queue, train, guide=guide)
     confirm_run(trainer, checkpoint, args)
     state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
     started = time.time()

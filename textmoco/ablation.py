@@ -97,6 +97,22 @@ TEXT_ABLATION = {**CELLS,
                  "default on wiki-vital (no evaluation sentence)": ["--corpus", "wiki-vital"]}
 STUDIES = {"ablation": TEXT_ABLATION, "defaults": DEFAULTS_STUDY, "selection": SELECTION_STUDY}
 
+# The retrieval (pairs) ablation of recipes/ablation_retrieval.py. Filters start at step 10: with the recipe's
+# 100 steps x 32 the queue (4096) never fills, so the default warm-up ("until full") would keep them off.
+_R_WARM = ["--filter_warmup_steps", "10"]
+_R_ONEWAY = ["--dual_mode", "weighted", "--dual_weight", "0"]
+_R_GUARDS = ["--id_guard", "true", "--guard_threshold", "0.9", "--guide_threshold", "0.8"]
+RETRIEVAL_ABLATION: dict[str, list[str]] = {
+    "plain MoCo (query enc. on descriptions, momentum enc. on articles)": _R_ONEWAY + _OFF,
+    "+ dual-view (symmetric)": ["--dual_mode", "symmetric", "--dual_weight", "0.5"] + _OFF,
+    "+ selection (top_k 512)": _R_ONEWAY + ["--selection", "top_k", "--top_k", "512", "--id_guard", "false",
+                                            "--guard_threshold", "none", "--guide_threshold", "none"] + _R_WARM,
+    "+ guards (id, similarity 0.9, guide 0.8)": _R_ONEWAY + ["--selection", "none"] + _R_GUARDS + _R_WARM,
+    "full (dual-view + top_k 512 + guards)": ["--dual_mode", "symmetric", "--dual_weight", "0.5", "--selection",
+                                              "top_k", "--top_k", "512"] + _R_GUARDS + _R_WARM,
+    "crops, unsupervised (recipe default objective)": ["--mode", "crops"],
+}
+
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")

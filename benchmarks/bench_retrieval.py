@@ -1,0 +1,85 @@
+"""Seconds per optimizer step of the retrieval recipe's textmoco objective and of sentence-transformers' MNRL,
+CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
+and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
+baseline's). The ablation of results/retrieval_ablation.md gives each baseline that many steps, so the comparison
+at equal wall time does not depend on how loaded the machine was while each run trained.
+
+Any option of recipes/train_retrieval.py passes through (batch size, lengths, objective), e.g.
+
+    python benchmarks/bench_retrieval.py --steps 6 [--textmoco_steps 100] [--batch_size 32] [--max_length 128]
+
+Prints ``name=value`` lines. Run it alone: two cores under load read several times slower.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes"))
+import train_retrieval as recipe  # noqa: E402
+
+from textmoco import MoCoModel  # noqa: E402
+from textmoco.cli import configs_from_args  # noqa: E402
+from textmoco.data.retrieval import read_articles, retrieval_splits  # noqa: E402
+from textmoco.encoders.text import TextEncoder  # noqa: E402
+from textmoco.trainer import MoCoTrainer  # noqa: E402
+
+BASELINES = ("mnrl", "cached_mnrl", "gist")
+
+
+def textmoco_step_s(args, pairs, out: str) -> float:
+    objective, queue, train = configs_from_args(args)
+    train.output_dir, train.max_steps, train.progress, train.save_every = out, args.steps + 1, False, None
+    torch.manual_seed(0)
+    encoder = TextEncoder(recipe.default_model(), max_length=args.max_length, eval_max_length=args.eval_max_length)
+    trainer = MoCoTrainer(MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric"), pairs, objective,
+                          queue, train)
+    trainer.save = lambda: None
+    elapsed = [row["elapsed_s"] for row in trainer.fit()]
+    return statistics.median(b - a for a, b in zip(elapsed, elapsed[1:]))
+
+
+def st_step_s(args, pairs, out: str, baseline: str) -> float:
+    from transformers import TrainerCallback
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    args.baseline, args.max_steps, args.max_time_s = baseline, args.steps + 1, 0.0
+    recipe.train_st_baseline(args, pairs, Path(out), recipe.default_model(), seed=0, callbacks=[Clock()])
+    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
+def main(argv=None) -> None:
+    parser = recipe.get_parser()
+    parser.description = __doc__
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--steps", type=int, default=6, help="timed steps per method (median of the step intervals)")
+    g.add_argument("--textmoco_steps", type=int, default=100, help="steps of the textmoco run to match in time")
+    args = parser.parse_args(argv)
+    articles = read_articles(recipe.articles_path(args))
+    args.mode = "pairs"
+    pairs = recipe.training_data(args, articles, retrieval_splits(articles)["train"], seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm")}
+        for name in BASELINES:
+            steps[name] = st_step_s(args, pairs, f"{tmp}/{name}", name)
+    print(f"threads={torch.get_num_threads()} batch_size={args.batch_size} max_length={args.max_length}")
+    for name, step in steps.items():
+        print(f"s_per_step_{name}={step:.3f}")
+    for name in BASELINES:
+        print(f"step_time_ratio_{name}_vs_textmoco={steps[name] / steps['textmoco']:.3f}")
+        print(f"equal_time_steps_{name}={round(args.textmoco_steps * steps['textmoco'] / steps[name])}")
+
+
+if __name__ == "__main__":
+    main()

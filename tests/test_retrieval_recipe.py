@@ -1,0 +1,81 @@
+"""The retrieval recipe's glue: the start-model guide per sample id, the recipe end to end with every guard on
+(tiny model, synthetic articles), and the ablation harness's options."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from textrun import import_recipe
+
+from textmoco.data.retrieval import CropDataset, PairDataset
+
+recipe = import_recipe("train_retrieval")
+
+
+class HashEncoder:
+    """Stand-in for TextEncoder.encode: a fixed random vector per text; records the truncation it was called with."""
+
+    def __init__(self):
+        self.eval_max_length, self.lengths, self.table = 256, [], {}
+
+    def encode(self, texts):
+        self.lengths.append(self.eval_max_length)
+        g = torch.Generator().manual_seed(0)
+        for t in texts:
+            self.table.setdefault(t, torch.randn(8, generator=g) + len(self.table))
+        return torch.stack([self.table[t] for t in texts])
+
+
+def test_pair_guide_holds_each_ids_first_anchor_and_positive_at_the_training_length():
+    pairs = PairDataset(["d0", "d1", "d0", "d2"], ["a", "b", "c", "d"], ids=[0, 1, 0, 2])
+    enc = HashEncoder()
+    guide = recipe.retrieval_guide(enc, pairs, max_length=64)
+    assert enc.lengths and set(enc.lengths) == {64} and enc.eval_max_length == 256  # restored
+    want_anchor = F.normalize(torch.stack([enc.table[t] for t in ("d0", "d1", "d2")]), dim=1)
+    want_key = F.normalize(torch.stack([enc.table[t] for t in ("a", "b", "d")]), dim=1)  # "c" shares id 0 with "a"
+    assert torch.allclose(guide.anchor, want_anchor) and torch.allclose(guide.key, want_key)
+
+
+def test_crop_guide_is_the_whole_document_for_both_sides():
+    docs = ["one two three four five", "six seven eight nine ten"]
+    enc = HashEncoder()
+    guide = recipe.retrieval_guide(enc, CropDataset(docs), max_length=32)
+    want = F.normalize(torch.stack([enc.table[d] for d in docs]), dim=1)
+    assert torch.allclose(guide.anchor, want) and torch.allclose(guide.key, want)
+
+
+def _articles(path, n=40):
+    topics = ["river", "film", "planet", "painter", "battle"]
+    with open(path, "w") as f:
+        for i in range(n):
+            t = topics[i % 5]
+            f.write(json.dumps({"title": f"{t.title()} {i}", "description": f"{t} number {i % 7}",
+                                "extract": f"The {t} {i} is known for {t} things and story {i} in region {i % 3}."})
+                    + "\n")
+    return path
+
+
+@pytest.mark.parametrize("mode", ["pairs", "crops"])
+def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_path, tiny_bert, mode):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    results = recipe.main(["--articles", str(_articles(tmp_path / "a.jsonl")), "--model", tiny_bert, "--mode", mode,
+                           "--output_dir", str(out), "--max_steps", "3", "--batch_size", "4", "--queue_size", "8",
+                           "--max_length", "16", "--eval_max_length", "16", "--filter_warmup_steps", "1",
+                           "--selection", "top_k", "--top_k", "4", "--id_guard", "true", "--guard_threshold",
+                           "0.9", "--guide_threshold", "0.8", "--no_eval_before", "--progress", "false"])
+    assert results["steps"] == 3 and results["mode"] == mode
+    assert set(results["after"]) >= {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"}
+    emb = SentenceTransformer(str(out), device="cpu").encode(["planet number 3"])
+    assert emb.shape == (1, 32)
+
+
+def test_ablation_baseline_options_are_checked():
+    ablation = import_recipe("ablation_retrieval")
+    cells = ablation.baseline_cells(["mnrl=159", "gist=7"])
+    assert [c[c.index("--max_steps") + 1] for c in cells.values()] == ["159", "7"]
+    assert all(c[:2] in (["--baseline", "mnrl"], ["--baseline", "gist"]) for c in cells.values())
+    for bad in ("mnrl", "simcse=5", "gist=x"):
+        with pytest.raises(SystemExit, match="mnrl\\|cached_mnrl\\|gist=STEPS"):
+            ablation.baseline_cells([bad])
