@@ -10,7 +10,9 @@ B=64 with a float32 and a bfloat16 queue (``peak_mib_fp32``, ``peak_mib_bf16``, 
 memory the guarded top-k selection needs beyond its inputs at K=1,048,576, B=256 (target <= 2048). Prints
 ``name=value`` lines. Targets: objective_overhead_ratio <= 0.05, filter_vs_logits_ratio <= 1.5.
 
-Memory is measured with ``torch.cuda.max_memory_allocated`` on CUDA; on CPU by counting the bytes of every tensor
+Memory is the inputs' storages + what the step allocates at its peak: on CUDA from ``torch.cuda.max_memory_allocated``
+minus the memory allocated before the step (after a warm-up call, so cuBLAS's workspace is not counted); on CPU by
+counting the bytes of every tensor
 storage an operator creates while it is alive (a ``TorchDispatchMode`` + a finaliser per storage; ``memory_method=``
 says which), so the CPU figure counts tensors, not allocator overhead.
 
@@ -113,13 +115,20 @@ class TensorBytes(TorchDispatchMode):
 
 
 def peak_mib(fn, existing, device) -> float:
-    """Peak memory (MiB) while ``fn()`` runs, counting the ``existing`` tensors (already allocated) too."""
+    """Peak memory (MiB) while ``fn()`` runs, counting the ``existing`` tensors (already allocated) too: their
+    storages + what ``fn`` allocates at its peak. On CUDA the second part is ``max_memory_allocated`` minus what was
+    allocated before the call, so memory that was already there and is not one of ``existing`` — cuBLAS's
+    workspace, allocated by the caching allocator at the first matmul of the warm-up call and kept for the process
+    (it was a constant +64.0 MiB in both peaks of the H200 run of 2026-11-26) — is not counted: the same meter as
+    the CPU one, which counts tensor storages only."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         fn()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        existing_bytes = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in existing}.values())
+        return (existing_bytes + torch.cuda.max_memory_allocated() - before) / 2 ** 20
     with TensorBytes(existing) as meter:
         fn()
     return meter.peak / 2 ** 20
