@@ -12,17 +12,17 @@ Prints ``name=value`` lines. Run it alone: two cores under load read several tim
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 import train_retrieval as recipe  # noqa: E402
+from bench_text import median_interval, step_clock  # noqa: E402
 
 from textmoco import MoCoModel  # noqa: E402
 from textmoco.cli import configs_from_args  # noqa: E402
@@ -41,22 +41,14 @@ def textmoco_step_s(args, pairs, out: str) -> float:
     trainer = MoCoTrainer(MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric"), pairs, objective,
                           queue, train)
     trainer.save = lambda: None
-    elapsed = [row["elapsed_s"] for row in trainer.fit()]
-    return statistics.median(b - a for a, b in zip(elapsed, elapsed[1:]))
+    return median_interval([row["elapsed_s"] for row in trainer.fit()])
 
 
 def st_step_s(args, pairs, out: str, baseline: str) -> float:
-    from transformers import TrainerCallback
-
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, *a, **k):
-            stamps.append(time.perf_counter())
-
+    clock, stamps = step_clock()
     args.baseline, args.max_steps, args.max_time_s = baseline, args.steps + 1, 0.0
-    recipe.train_st_baseline(args, pairs, Path(out), recipe.default_model(), seed=0, callbacks=[Clock()])
-    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+    recipe.train_st_baseline(args, pairs, Path(out), recipe.default_model(), seed=0, callbacks=[clock])
+    return median_interval(stamps)
 
 
 def main(argv=None) -> None:

@@ -44,11 +44,11 @@ def textmoco_step_s(sentences, args, out: str) -> float:
     trainer = MoCoTrainer(model, sentences, objective, QueueConfig(size=args.queue_size, dtype=queue_dtype), train)
     trainer.queue.enqueue(torch.randn(args.queue_size, model.output_dim), torch.arange(args.queue_size) + 10 ** 9)
     trainer.save = lambda: None
-    elapsed = [row["elapsed_s"] for row in trainer.fit()]
-    return statistics.median(b - a for a, b in zip(elapsed, elapsed[1:]))
+    return median_interval([row["elapsed_s"] for row in trainer.fit()])
 
 
-def st_step_s(sentences, args, out: str, cached: bool) -> float:
+def step_clock():
+    """(a transformers TrainerCallback that stamps ``perf_counter`` at each step end, the list it fills)."""
     from transformers import TrainerCallback
 
     stamps: list[float] = []
@@ -57,10 +57,19 @@ def st_step_s(sentences, args, out: str, cached: bool) -> float:
         def on_step_end(self, *a, **k):
             stamps.append(time.perf_counter())
 
+    return Clock(), stamps
+
+
+def median_interval(stamps: list[float]) -> float:
+    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
+def st_step_s(sentences, args, out: str, cached: bool) -> float:
+    clock, stamps = step_clock()
     train_in_batch_baseline(minilm(), sentences, out, batch_size=args.batch_size, max_steps=args.steps + 1,
                             max_length=args.max_length, cached=cached, mini_batch_size=args.mini_batch_size,
-                            callbacks=[Clock()])
-    return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+                            callbacks=[clock])
+    return median_interval(stamps)
 
 
 def main() -> None:

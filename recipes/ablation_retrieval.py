@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     json_path.write_text(json.dumps(scores, indent=2))
     start = json.loads((train_retrieval.REPO / "results" / "retrieval.json").read_text())
     header = ("wiki-vital description -> article, TEST split (1914 queries, 10,033 articles), x100, mean ± std over "
-              f"seeds. Command: `python recipes/ablation_retrieval.py` (see results/retrieval.md).")
+              "seeds. Command: `python recipes/ablation_retrieval.py` (see results/retrieval.md).")
     extra_rows = {row: {m: start[key][m] for m in METRICS} for row, key in
                   (("start model all-MiniLM-L6-v2", "start_model"), ("BM25", "bm25"))}
     table = markdown_table(scores, [n for n in scores], METRICS, header, extra_rows=extra_rows)

@@ -193,7 +193,8 @@ def main(argv=None) -> dict:
         model, steps, seconds = train_st_baseline(args, dataset, out, start_model, train.seed)
         results.update(steps=steps, train_s=round(seconds, 1), s_per_step=round(seconds / max(steps, 1), 3))
         results["after"] = evaluate_retrieval(model, queries, corpus, relevant, evaluator=evaluator)
-        print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: {json.dumps(results['after'])}")
+        print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: "
+              f"{json.dumps(results['after'])}")
         model.save(str(out))
         write_results(str(out), results)
         return results
