@@ -78,7 +78,8 @@ def main(argv=None) -> None:
               "seeds. Command: `python recipes/ablation_retrieval.py` (see results/retrieval.md).")
     extra_rows = {row: {m: start[key][m] for m in METRICS} for row, key in
                   (("start model all-MiniLM-L6-v2", "start_model"), ("BM25", "bm25"))}
-    table = markdown_table(scores, [n for n in scores], METRICS, header, extra_rows=extra_rows)
+    order = [n for n in cells if n in scores] + [n for n in scores if n not in cells]
+    table = markdown_table(scores, order, METRICS, header, extra_rows=extra_rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(table)

@@ -9,6 +9,8 @@ article's short description, relevant = every article with exactly that descript
                    encodes the description, the momentum encoder the article (queued); the sample id is the
                    description, so articles sharing it are never each other's negatives.
     --mode crops   unsupervised (Contriever): two random 10-50 % word spans of each TRAIN article.
+    --guide_threshold T   the start model as false-negative guard (its embeddings of each training pair / article,
+                   computed once before training at --max_length).
     --baseline mnrl|cached_mnrl|gist   instead of textmoco: sentence-transformers' loss on the same pairs, for
                    --max_time_s seconds of training (GISTEmbedLoss's guide = the start model).
 
@@ -42,8 +44,12 @@ DEFAULT_ARTICLES = REPO.parent / "shared" / "data" / "wiki-vital" / "articles.js
 # dual_mode symmetric: the query encoder (the exported model) must encode articles as well as descriptions; with the
 # one-way weighted term it only ever sees descriptions (pairs: nDCG@10 56.50 after 30 weighted steps, below the start
 # model's 61.66; 78.81 after 100 symmetric steps; results/retrieval.md)
+# selection / similarity guard off: at 100 steps x 32 the 4096-slot queue never fills, so with the library's warm-up
+# ("until full") they never switched on; switched on from step 10 (results/ablation_retrieval.md) they changed nothing
+# (full 78.89 vs + dual-view 78.85, seed 0). The id guard stays (articles sharing a description share the id).
 RETRIEVAL_DEFAULTS = {"temperature": 0.05, "momentum": 0.995, "lr": 5e-5, "batch_size": 32, "max_steps": 100,
-                      "queue_size": 4096, "dual_mode": "symmetric", "output_dir": "outputs/retrieval"}
+                      "queue_size": 4096, "dual_mode": "symmetric", "selection": "none", "guard_threshold": None,
+                      "output_dir": "outputs/retrieval"}
 
 
 def default_model() -> str:
