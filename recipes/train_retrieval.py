@@ -47,8 +47,8 @@ DEFAULT_ARTICLES = REPO.parent / "shared" / "data" / "wiki-vital" / "articles.js
 # selection / similarity guard off: at 100 steps x 32 the 4096-slot queue never fills, so with the library's warm-up
 # ("until full") they never switched on; switched on from step 10 (results/ablation_retrieval.md) they changed nothing
 # (full 78.89 vs + dual-view 78.85, seed 0). The id guard stays (articles sharing a description share the id).
-# momentum 0.9 (-> 1, cosine), tuned on the DEV split: nDCG@10 81.98 vs 80.05 at 0.995 (seed 0); on TEST 79.91
-# (seeds 0, 1: 80.16, 79.66) vs 78.98 +- 0.32 (results/ablation_retrieval.md): a short run needs a key encoder
+# momentum 0.9 (-> 1, cosine), tuned on the DEV split: nDCG@10 81.98 vs 80.05 at 0.995 (seed 0); on TEST 79.73
+# (seeds 0-2: 80.16, 79.66, 79.37) vs 78.98 +- 0.32 (results/ablation_retrieval.md): a short run needs a key encoder
 # that moves
 RETRIEVAL_DEFAULTS = {"temperature": 0.05, "momentum": 0.9, "lr": 5e-5, "batch_size": 32, "max_steps": 100,
                       "queue_size": 4096, "dual_mode": "symmetric", "selection": "none", "guard_threshold": None,
