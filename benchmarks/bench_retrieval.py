@@ -1,7 +1,7 @@
 """Seconds per optimizer step of the retrieval recipe's textmoco objective and of sentence-transformers' MNRL,
 CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
-baseline's). The ablation of results/retrieval_ablation.md gives each baseline that many steps, so the comparison
+baseline's). The ablation of results/ablation_retrieval.md gives each baseline that many steps, so the comparison
 at equal wall time does not depend on how loaded the machine was while each run trained.
 
 Any option of recipes/train_retrieval.py passes through (batch size, lengths, objective), e.g.
@@ -12,6 +12,7 @@ Prints ``name=value`` lines. Run it alone: two cores under load read several tim
 """
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,7 @@ def textmoco_step_s(args, pairs, out: str) -> float:
 
 def st_step_s(args, pairs, out: str, baseline: str) -> float:
     clock, stamps = step_clock()
+    args = copy.copy(args)  # the caller's options stay as parsed
     args.baseline, args.max_steps, args.max_time_s = baseline, args.steps + 1, 0.0
     recipe.train_st_baseline(args, pairs, Path(out), recipe.default_model(), seed=0, callbacks=[clock])
     return median_interval(stamps)

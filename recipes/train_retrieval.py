@@ -117,9 +117,9 @@ def retrieval_guide(encoder: TextEncoder, dataset, max_length: int):
             first = {}
             for row, sample_id in enumerate(dataset.ids or range(len(dataset))):
                 first.setdefault(sample_id, row)
-            rows = [first[i] for i in sorted(first)]
             if sorted(first) != list(range(len(first))):
                 raise ValueError("the guide needs sample ids 0..n-1")
+            rows = [first[i] for i in range(len(first))]
             return build_guide(encoder.encode, [dataset.anchors[r] for r in rows], [dataset.positives[r] for r in rows])
         return build_guide(encoder.encode, [" ".join(words) for words in dataset.words])
     finally:
