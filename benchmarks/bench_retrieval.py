@@ -1,7 +1,8 @@
 """Seconds per optimizer step of the retrieval recipe's textmoco objective and of sentence-transformers' MNRL,
 CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
-baseline's). The ablation of results/ablation_retrieval.md gives each baseline that many steps, so the comparison
+baseline's); the textmoco run uses ``--key_encoder`` as given and the other key encoder is timed beside it
+(``s_per_step_textmoco_key_encoder_<other>``). The ablation of results/ablation_retrieval.md gives each baseline that many steps, so the comparison
 at equal wall time does not depend on how loaded the machine was while each run trained.
 
 Any option of recipes/train_retrieval.py passes through (batch size, lengths, objective), e.g.
@@ -25,22 +26,18 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import train_retrieval as recipe  # noqa: E402
 from bench_text import median_interval, step_clock  # noqa: E402
 
-from textmoco import MoCoModel  # noqa: E402
 from textmoco.cli import configs_from_args  # noqa: E402
 from textmoco.data.retrieval import read_articles, retrieval_splits  # noqa: E402
-from textmoco.encoders.text import TextEncoder  # noqa: E402
-from textmoco.trainer import MoCoTrainer  # noqa: E402
 
 BASELINES = ("mnrl", "cached_mnrl", "gist")
 
 
-def textmoco_step_s(args, pairs, out: str) -> float:
+def textmoco_step_s(args, pairs, out: str, key_encoder: str) -> float:
     objective, queue, train = configs_from_args(args)
     train.output_dir, train.max_steps, train.progress, train.save_every = out, args.steps + 1, False, None
+    train.key_encoder = key_encoder
     torch.manual_seed(0)
-    encoder = TextEncoder(recipe.default_model(), max_length=args.max_length, eval_max_length=args.eval_max_length)
-    trainer = MoCoTrainer(MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric"), pairs, objective,
-                          queue, train)
+    trainer = recipe.build_trainer(args, objective, queue, train, pairs, recipe.load_encoder(args))
     trainer.save = lambda: None
     return median_interval([row["elapsed_s"] for row in trainer.fit()])
 
@@ -64,13 +61,16 @@ def main(argv=None) -> None:
     args.mode = "pairs"
     pairs = recipe.training_data(args, articles, retrieval_splits(articles)["train"], seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm")}
+        steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm", args.key_encoder)}
+        other = "query" if args.key_encoder == "momentum" else "momentum"
+        steps[f"textmoco_key_encoder_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", other)
         for name in BASELINES:
             steps[name] = st_step_s(args, pairs, f"{tmp}/{name}", name)
-    print(f"threads={torch.get_num_threads()} batch_size={args.batch_size} max_length={args.max_length}")
+    print(f"threads={torch.get_num_threads()} batch_size={args.batch_size} max_length={args.max_length} "
+          f"key_encoder={args.key_encoder}")
     for name, step in steps.items():
         print(f"s_per_step_{name}={step:.3f}")
-    for name in BASELINES:
+    for name in [n for n in steps if n != "textmoco"]:
         print(f"step_time_ratio_{name}_vs_textmoco={steps[name] / steps['textmoco']:.3f}")
         print(f"equal_time_steps_{name}={round(args.textmoco_steps * steps['textmoco'] / steps[name])}")
 

@@ -126,6 +126,18 @@ def retrieval_guide(encoder: TextEncoder, dataset, max_length: int):
         encoder.eval_max_length = eval_length
 
 
+def load_encoder(args) -> TextEncoder:
+    return TextEncoder(args.model or default_model(), max_length=args.max_length, eval_max_length=args.eval_max_length)
+
+
+def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder) -> MoCoTrainer:
+    """This recipe's textmoco model (symmetric when ``dual_mode`` is) and trainer, with the guide when
+    ``--guide_threshold`` is set (benchmarks/bench_retrieval.py times exactly this)."""
+    guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
+    model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
+    return MoCoTrainer(model, dataset, objective, queue, train, guide=guide)
+
+
 def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int, callbacks=()):
     """sentence-transformers' own trainer and loss on the same (description, article) pairs, stopped after
     ``--max_time_s`` seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks.
@@ -191,7 +203,7 @@ def main(argv=None) -> dict:
         print(f"BM25 {args.eval_split}: {json.dumps(results['bm25'])}")
     set_seed(train.seed)
     with state.main_process_first():  # the main process downloads/caches the model first
-        encoder = TextEncoder(start_model, max_length=args.max_length, eval_max_length=args.eval_max_length)
+        encoder = load_encoder(args)
     before = evaluate_before_training(
         out, checkpoint, lambda: evaluate_retrieval(encoder, queries, corpus, relevant, evaluator=evaluator),
         enabled=not args.no_eval_before)
@@ -207,9 +219,7 @@ def main(argv=None) -> dict:
         model.save(str(out))
         write_results(str(out), results)
         return results
-    guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
-    model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
-    trainer = MoCoTrainer(model, dataset, objective, queue, train, guide=guide)
+    trainer = build_trainer(args, objective, queue, train, dataset, encoder)
     confirm_run(trainer, checkpoint, args)
     state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
     started = time.time()

@@ -336,3 +336,45 @@ def test_fresh_run_clears_old_metrics(tmp_path):
     make_trainer(tmp_path, max_steps=3).fit()
     make_trainer(tmp_path, max_steps=2).fit()
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------- key_encoder='query' (fast path)
+def test_query_keys_equal_a_momentum_zero_run(tmp_path):
+    """key_encoder='query' reuses the symmetric query passes as keys: with deterministic encoder passes (the
+    VectorEncoder's noise is in the views) it must equal the four-pass run with momentum held at 0 — losses,
+    weights and queue — while the key copy is never run."""
+    def run(out, calls=None, **kw):
+        torch.manual_seed(0)
+        model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True)
+        if calls is not None:
+            model.key.register_forward_hook(lambda *a: calls.append(1))
+        t = MoCoTrainer(model, data(), full_objective(dual_mode="symmetric"), QueueConfig(size=20),
+                        TrainConfig(output_dir=str(out), batch_size=8, max_steps=6, lr=1e-2, progress=False, **kw))
+        t.fit()
+        return t, [r["loss"] for r in read_metrics(out)]
+
+    calls = []
+    a, loss_a = run(tmp_path / "a", key_encoder="momentum", momentum=0.0, momentum_schedule="constant")
+    b, loss_b = run(tmp_path / "b", calls, key_encoder="query", momentum=0.99)  # momentum ignored
+    assert calls == [] and a.unwrapped.key_from_query is False and b.unwrapped.key_from_query is True
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert torch.allclose(a.queue.keys, b.queue.keys, atol=1e-5) and torch.equal(a.queue.ids, b.queue.ids)
+    for x, y in zip(a.unwrapped.state_dict().values(), b.unwrapped.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-5)
+    assert all(r["momentum"] == 0.0 for r in read_metrics(tmp_path / "b"))
+    # ... and differs from the EMA run it replaces
+    c, loss_c = run(tmp_path / "c", key_encoder="momentum", momentum=0.99)
+    assert not torch.allclose(c.queue.keys, b.queue.keys, atol=1e-3)
+
+
+def test_query_keys_are_detached_query_outputs():
+    torch.manual_seed(0)
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_from_query=True)
+    out = model(torch.stack(data(4)))
+    assert out.q.requires_grad and out.q_b.requires_grad and not out.k.requires_grad and not out.k_a.requires_grad
+    assert torch.equal(out.k, out.q_b.detach()) and torch.equal(out.k_a, out.q.detach())
+
+
+def test_key_encoder_choice_is_checked():
+    with pytest.raises(ValueError, match="key_encoder='ema'.*'momentum', 'query'"):
+        TrainConfig(key_encoder="ema")

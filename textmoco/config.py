@@ -14,6 +14,7 @@ DUAL_MODES = ("weighted", "symmetric")
 SELECTIONS = ("none", "top_k", "top_fraction", "min_similarity")
 QUEUE_DTYPES = ("float32", "float16", "bfloat16")
 MOMENTUM_SCHEDULES = ("cosine", "constant")
+KEY_ENCODERS = ("momentum", "query")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 NONFINITE_POLICIES = ("skip", "stop")
 
@@ -142,6 +143,9 @@ class TrainConfig(_Config):
     lr_schedule: str = _opt("cosine", "LR decay after warm-up: cosine, linear or constant")
     momentum: float = _opt(0.995, "EMA momentum m of the key encoder at step 0, in [0, 1]")
     momentum_schedule: str = _opt("cosine", "cosine (m raised to 1 over training) or constant")
+    key_encoder: str = _opt("momentum", "keys from the EMA copy (momentum: MoCo) or from the query encoder itself "
+                            "(query: momentum held at 0, so the queue is a memory of past embeddings; with "
+                            "dual_mode symmetric the two query passes are reused as keys, halving a step's passes)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step (queue/EMA advance once per step)")
     max_grad_norm: Optional[float] = _opt(1.0, "gradient clipping norm (None = off)")
     mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (Accelerate autocast; loss logits stay float32); "
@@ -172,6 +176,7 @@ class TrainConfig(_Config):
         _choice("lr_schedule", self.lr_schedule, ("cosine", "linear", "constant"))
         _check(0.0 <= self.momentum <= 1.0, "momentum", self.momentum, "in [0, 1]")
         _choice("momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)
+        _choice("key_encoder", self.key_encoder, KEY_ENCODERS)
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
                self.gradient_accumulation_steps, "an integer >= 1")
         if self.max_grad_norm is not None:

@@ -52,15 +52,22 @@ class QueryBranch(nn.Module):
 
 class MoCoModel(nn.Module):
     """The whole method's model side. encoder: any ``EncoderAdapter`` producing (B, D); head: optional module
-    (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a)."""
+    (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a).
 
-    def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False):
+    ``key_from_query=True`` (``TrainConfig.key_encoder='query'``; the trainer sets it and holds the momentum at 0, so
+    the key copy always equals the query encoder): with ``symmetric`` the keys are the two query passes, detached
+    (k = q_b, k_a = q), so a step costs two encoder passes instead of four; they differ from a separate key pass
+    only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy)."""
+
+    def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False,
+                 key_from_query: bool = False):
         super().__init__()
         self.query = QueryBranch(encoder, head)
         self.key = copy.deepcopy(self.query)
         for p in self.key.parameters():
             p.requires_grad_(False)
         self.symmetric = symmetric
+        self.key_from_query = key_from_query
 
     @property
     def encoder(self) -> EncoderAdapter:
@@ -72,11 +79,15 @@ class MoCoModel(nn.Module):
         neg_view = explicit(inputs) if explicit is not None else None
         q = self.query(view_a)
         k_neg = None
+        reuse = self.symmetric and self.key_from_query
+        q_b = self.query(view_b) if reuse else None
         with torch.no_grad():
             self.key.train(self.training)
-            k = self.key(view_b)
+            k = q_b.detach() if reuse else self.key(view_b)
             if neg_view is not None:
                 k_neg = self.key(neg_view).view(k.shape[0], -1, k.shape[-1])
+        if reuse:
+            return MoCoOutput(q, k, q_b, q.detach(), k_neg)
         if not self.symmetric:
             return MoCoOutput(q, k, k_neg=k_neg)
         q_b = self.query(view_b)

@@ -107,6 +107,10 @@ class MoCoTrainer:
         loader = build_train_loader(train_dataset, model.encoder.collate, train, world, self.accelerator.process_index)
         self.streaming = is_streaming(loader.dataset)
         self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
+        # key_encoder='query': momentum held at 0 (the copy = the query encoder); symmetric steps reuse the query passes
+        model.key_from_query = train.key_encoder == "query"
+        momentum, momentum_schedule = (0.0, "constant") if model.key_from_query else \
+            (train.momentum, train.momentum_schedule)
         if world > 1 and train.sync_batchnorm:  # before prepare/MomentumContrast: both branches, state kept
             distributed.convert_sync_batchnorm(model)
         decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
@@ -128,7 +132,7 @@ class MoCoTrainer:
         # queue, key encoder, momentum schedule, filter warm-up: the object TextMoCoLoss (st_loss.py) uses too
         self.moco = MomentumContrast(self.unwrapped.query, self.unwrapped.key,
                                      NegativeQueue(queue.size, model.output_dim, queue.dtype, self.accelerator.device),
-                                     train.momentum, train.momentum_schedule, objective.filter_warmup_steps,
+                                     momentum, momentum_schedule, objective.filter_warmup_steps,
                                      ema=lambda m: self.unwrapped.momentum_update(m))
         self.state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
         self.output_dir = Path(train.output_dir)
