@@ -226,3 +226,16 @@ def test_trust_remote_code_is_off_by_default(text_cli, monkeypatch):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
     encoder = TextEncoder(text_cli.model)
     assert seen == [False, False] and encoder.trust_remote_code is False
+
+
+def test_options_doc_lists_every_option_as_the_config_says():
+    """docs/OPTIONS.md is generated (python -m textmoco.cli > docs/OPTIONS.md) and must match the dataclasses."""
+    import dataclasses
+    from pathlib import Path
+
+    from textmoco.cli import options_markdown
+    from textmoco.config import TrainConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "OPTIONS.md").read_text()
+    assert doc == options_markdown() + "\n", "docs/OPTIONS.md is stale: python -m textmoco.cli > docs/OPTIONS.md"
+    assert all(f"`--{f.name}`" in doc for f in dataclasses.fields(TrainConfig))

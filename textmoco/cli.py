@@ -200,7 +200,8 @@ def run_main(main: Callable[[Optional[list[str]]], Any], argv: Optional[list[str
 
 
 def options_markdown() -> str:
-    """The options table of the README (``python -m textmoco.cli``): name, default, meaning."""
+    """docs/OPTIONS.md (``python -m textmoco.cli > docs/OPTIONS.md``; a test keeps it current): name, aliases,
+    library default, meaning of every config option."""
     rows = ["| option | default | meaning |", "|---|---|---|"]
     for cls, prefix, title in SECTIONS:
         for f in dataclasses.fields(cls):
