@@ -358,19 +358,26 @@ def _anchored_loss(anchors, positives, chosen, cfg, extra_negatives=None):
     return info_nce(pos, negatives, cfg.temperature), kept, neg_sum
 
 
-def _batch_negatives(k, q_all, ids, ids_all, offset, cfg, guide: Optional[Guide] = None):
-    """(B, N) cosines of each key anchor to the other queries of the global batch; itself, same-id and (``guide``)
-    pairs above the guide threshold -inf."""
-    sims = k.float() @ q_all.float().t()
+def _batch_negatives(anchors, others, ids, ids_all, offset, cfg, guide_rows=None):
+    """(B, N) cosines of each anchor (B, D) to the other rows (N, D) of the global batch; itself (row
+    ``offset + i``), same-id and (``guide_rows`` = the guide's (B, G) anchor and (N, G) other embeddings) pairs
+    above the guide threshold -inf."""
+    sims = anchors.float() @ others.float().t()
     B, N = sims.shape
-    own = torch.arange(B, device=k.device) + offset
-    drop = torch.zeros(B, N, dtype=torch.bool, device=k.device)
-    drop[torch.arange(B, device=k.device), own] = True
+    own = torch.arange(B, device=anchors.device) + offset
+    drop = torch.zeros(B, N, dtype=torch.bool, device=anchors.device)
+    drop[torch.arange(B, device=anchors.device), own] = True
     if cfg.id_guard and ids is not None:
         drop |= ids.unsqueeze(1) == ids_all.unsqueeze(0)
-    if guide is not None:
-        drop |= guide.key[ids] @ guide.anchor[ids_all].t() > cfg.guide_threshold
+    if guide_rows is not None:
+        drop |= guide_rows[0] @ guide_rows[1].t() > cfg.guide_threshold
     return sims.masked_fill(drop, NEG_INF)
+
+
+def _blocks(*blocks):
+    """Negative blocks (B, M_i) side by side; None when there is none."""
+    blocks = [b for b in blocks if b is not None]
+    return torch.cat(blocks, dim=1) if blocks else None
 
 
 def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional[torch.Tensor],
@@ -379,7 +386,8 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
                                  offset: int = 0, q_b: Optional[torch.Tensor] = None,
                                  k_a: Optional[torch.Tensor] = None,
                                  extra_key_negatives: Optional[torch.Tensor] = None,
-                                 guide: Optional[Guide] = None) -> LossOutput:
+                                 guide: Optional[Guide] = None, k_all: Optional[torch.Tensor] = None,
+                                 k_a_all: Optional[torch.Tensor] = None) -> LossOutput:
     """The textmoco loss of one (micro-)batch.
 
     q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad).
@@ -390,13 +398,15 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     extra_key_negatives: (B, M, D) normalised keys of explicit hard negatives (pairs' ``negative`` columns, from the
     momentum encoder, no grad): row i's M keys join anchor q_i's negatives as an extra block (never filtered).
     guide: the start model's embeddings of the samples (:class:`Guide`), used with ``cfg.guide_threshold``.
+    k_all / k_a_all: (N, D) keys of view b / view a of the global batch (gathered, no grad; default: this process's
+    k / k_a), the extra negatives of ``cfg.batch_negatives`` (rows ordered like ``ids_all``).
     Returns the mean loss over local anchors and stats (loss_q2k, loss_k2q / loss_sym, pos_cos, neg_cos,
     kept_fraction) as 0-d tensors (``.stat_tensors``; ``.stats`` gives floats).
     """
-    f32 = [None if t is None else t.float() for t in (q, k, q_all, q_b, k_a, extra_key_negatives)]
+    f32 = [None if t is None else t.float() for t in (q, k, q_all, q_b, k_a, extra_key_negatives, k_all, k_a_all)]
     with torch.autocast(q.device.type, enabled=False):  # float32 even inside a caller's autocast
         return _loss_float32(f32[0], f32[1], ids, queue, cfg, filter_active, f32[2], ids_all, offset, f32[3],
-                             f32[4], f32[5], guide)
+                             f32[4], f32[5], guide, f32[6], f32[7])
 
 
 def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active, guide_sets=None,
@@ -413,7 +423,7 @@ def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active, 
 
 
 def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, q_b, k_a,
-                  extra_key_negatives, guide=None) -> LossOutput:
+                  extra_key_negatives, guide=None, k_all=None, k_a_all=None) -> LossOutput:
     k = k.detach()
     symmetric = cfg.dual_mode == "symmetric"
     if symmetric and (q_b is None or k_a is None):
@@ -421,6 +431,11 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
     extra = None
     if extra_key_negatives is not None:  # (B, M): each anchor against its own explicit negatives
         extra = torch.einsum("bd,bmd->bm", q, extra_key_negatives.detach())
+    if cfg.batch_negatives:  # the global batch's other keys, same guards as the batch negatives of the key term
+        ids_all = ids if ids_all is None else ids_all
+        k_all = k if k_all is None else k_all.detach()
+        rows = None if guide is None or cfg.guide_threshold is None else (guide.anchor[ids], guide.key[ids_all])
+        extra = _blocks(extra, _batch_negatives(q, k_all, ids, ids_all, offset, cfg, rows))
     key_term = not symmetric and cfg.dual_weight > 0
     sets = [q] + ([q_b] if symmetric else []) + ([k] if key_term and cfg.key_negatives != "batch" else [])
     guide = guide if cfg.guide_threshold is not None else None
@@ -436,16 +451,22 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
     anchors = q.shape[0]
     stats = {"loss_q2k": l_q2k.mean().detach()}
     if symmetric:
-        l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), chosen[1], cfg)
+        sym_batch = None
+        if cfg.batch_negatives:  # view b anchors against the batch's other view-a keys (pairs: other anchors)
+            k_a_all = k_a if k_a_all is None else k_a_all
+            rows = None if guide is None or cfg.guide_threshold is None else (guide.key[ids], guide.anchor[ids_all])
+            sym_batch = _batch_negatives(q_b, k_a_all.detach(), ids, ids_all, offset, cfg, rows)
+        l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), chosen[1], cfg, sym_batch)
         loss = 0.5 * (l_q2k.mean() + l_sym.mean())
         stats["loss_sym"] = l_sym.mean().detach()
         kept, neg_sum, anchors = kept + kept2, neg_sum + neg2, anchors * 2
     elif cfg.dual_weight > 0:
-        q_all = q if q_all is None else q_all
-        ids_all = ids if ids_all is None else ids_all
+        if q_all is None:  # this process's queries only (ids_all / offset may still describe gathered keys)
+            q_all, ids_all, offset = q, ids, 0
         batch_neg = None
         if cfg.key_negatives in ("batch+queue", "batch"):
-            batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg, guide)
+            rows = None if guide is None else (guide.key[ids], guide.anchor[ids_all])
+            batch_neg = _batch_negatives(k, q_all, ids, ids_all, offset, cfg, rows)
         key_chosen = chosen[1] if cfg.key_negatives != "batch" else None
         q_pos = q_all[offset:offset + q.shape[0]]
         l_k2q, _, _ = _anchored_loss(k, q_pos, key_chosen, cfg, batch_neg)
