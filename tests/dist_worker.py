@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=20)
     parser.add_argument("--key-negatives", default="batch+queue")
     parser.add_argument("--head-bn", action="store_true", help="a BatchNorm projection head (MoCo v2's)")
+    parser.add_argument("--symmetric-batch-negatives", action="store_true",
+                        help="dual_mode symmetric with batch_negatives (keys of both views gathered)")
     parser.add_argument("--no-sync-bn", action="store_true", help="leave its BatchNorm per-process")
     parser.add_argument("--check-only", action="store_true",
                         help="only build the trainer and write '<out>.<RANK>' with the world size it sees")
@@ -46,9 +48,11 @@ def main() -> None:
     data = list(torch.randn(args.samples, 8, generator=g))
     torch.manual_seed(1234)
     head = ProjectionHead(6, hidden_dim=12, out_dim=6, num_layers=2, batch_norm=True) if args.head_bn else None
-    model = MoCoModel(VectorEncoder(8, 6, hidden=16, noise=0.0), head)
+    symmetric = args.symmetric_batch_negatives
+    model = MoCoModel(VectorEncoder(8, 6, hidden=16, noise=0.0), head, symmetric=symmetric)
     objective = ObjectiveConfig(temperature=0.2, dual_weight=0.5, key_negatives=args.key_negatives,
-                                selection="top_k", top_k=5, n_random=0, id_guard=True, guard_threshold=0.8)
+                                selection="top_k", top_k=5, n_random=0, id_guard=True, guard_threshold=0.8,
+                                dual_mode="symmetric" if symmetric else "weighted", batch_negatives=symmetric)
     train = TrainConfig(output_dir=args.output_dir, batch_size=args.batch, max_steps=args.steps, lr=1e-2,
                         momentum=0.9, max_grad_norm=1.0, progress=False, seed=0, sync_batchnorm=not args.no_sync_bn)
     trainer = MoCoTrainer(model, data, objective, QueueConfig(size=args.queue), train)

@@ -70,11 +70,21 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_equal_one_process_with_double_batch(runs):
-    two, one = runs
+    assert_two_equal_one(*runs, ("loss_q2k", "loss_k2q", "pos_cos", "neg_cos", "kept_fraction"))
+
+
+def test_symmetric_batch_negatives_two_processes_equal_one(tmp_path):
+    """batch_negatives gathers both views' keys: view-b anchors must see the other processes' view-a keys."""
+    two, one = two_and_one(tmp_path, ["--symmetric-batch-negatives"])
+    assert_two_equal_one(two, one, ("loss_q2k", "loss_sym", "pos_cos", "neg_cos", "kept_fraction"))
+    assert all(r["loss_sym"] > 0 for r in one["stats"])  # batch negatives from step 1 (empty queue at first)
+
+
+def assert_two_equal_one(two, one, stat_keys):
     assert two["world"] == 2 and one["world"] == 1
     assert len(two["losses"]) == len(one["losses"]) == 10
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=0, atol=1e-5)
-    for key in ("loss_q2k", "loss_k2q", "pos_cos", "neg_cos", "kept_fraction"):
+    for key in stat_keys:
         nan = lambda v: float("nan") if v is None else v  # noqa: E731  (null in strict-JSON metrics)
         torch.testing.assert_close(torch.tensor([nan(r[key]) for r in two["stats"]]),
                                    torch.tensor([nan(r[key]) for r in one["stats"]]), rtol=0, atol=1e-5,
