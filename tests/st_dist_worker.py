@@ -38,7 +38,9 @@ def main() -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    loss = textmoco.TextMoCoLoss(model, top_k=8, queue_size=64, momentum=0.9, filter_warmup_steps=1)
+    # batch_negatives: the keys are gathered for the query-anchored term too
+    loss = textmoco.TextMoCoLoss(model, top_k=8, queue_size=64, momentum=0.9, filter_warmup_steps=1,
+                                 batch_negatives=True)
     momenta = []
     step = loss.moco.after_optimizer_step
     loss.moco.after_optimizer_step = lambda *a, **kw: momenta.append(step(*a, **kw)) or momenta[-1]

@@ -74,6 +74,8 @@ def test_exported_at_top_level_with_st_conventions(minilm_path):
     loss = TextMoCoLoss(_model(minilm_path), temperature=0.1, top_k=8, queue_size=24)  # flat keyword arguments
     config = loss.get_config_dict()
     assert config["temperature"] == 0.1 and config["top_k"] == 8 and config["queue_size"] == 24
+    assert config["batch_negatives"] is False
+    assert TextMoCoLoss(_model(minilm_path), batch_negatives=True).get_config_dict()["batch_negatives"] is True
     assert "2501.16360" in loss.citation
 
 

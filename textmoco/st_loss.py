@@ -56,7 +56,7 @@ class TextMoCoLoss(nn.Module):
                  id_guard: bool = True, guard_threshold: Optional[float] = 0.9,
                  filter_warmup_steps: Optional[int] = None, queue_size: int = 4096, queue_dtype: str = "float32",
                  momentum: float = 0.995, momentum_schedule: str = "cosine", gather_across_devices: bool = True,
-                 dual_mode: str = "weighted"):
+                 dual_mode: str = "weighted", batch_negatives: bool = False):
         """
         Momentum contrast with a dual-view loss and selective hard negatives (arXiv 2501.16360): the query
         encoder is the trained ``model``; keys come from an EMA copy of it (the key encoder) and past keys are
@@ -89,6 +89,8 @@ class TextMoCoLoss(nn.Module):
             gather_across_devices: under several processes, gather the other processes' queries for the
                 key-anchored term's batch negatives (keys and ids for the queue are always gathered, so every
                 process holds the same queue).
+            batch_negatives: the (gathered) batch's other keys join each query's negatives besides the queue
+                (MoCo: the queue only).
             dual_mode: only ``"weighted"``; the symmetric variant of the Accelerate recipes needs a second query
                 forward of swapped views and is rejected here.
 
@@ -142,7 +144,7 @@ class TextMoCoLoss(nn.Module):
                                          key_negatives=key_negatives, selection=selection, top_k=top_k,
                                          top_fraction=top_fraction, min_similarity=min_similarity,
                                          n_random=n_random, id_guard=id_guard, guard_threshold=guard_threshold,
-                                         filter_warmup_steps=filter_warmup_steps)
+                                         filter_warmup_steps=filter_warmup_steps, batch_negatives=batch_negatives)
         self.model = model
         self.key_model = copy.deepcopy(model)
         for p in self.key_model.parameters():
