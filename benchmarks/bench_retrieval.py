@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     articles = read_articles(recipe.articles_path(args))
     args.mode = "pairs"
+    recipe.apply_mode_defaults(args)
     pairs = recipe.training_data(args, articles, retrieval_splits(articles)["train"], seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm", args.key_encoder)}
