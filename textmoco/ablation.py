@@ -112,7 +112,7 @@ RETRIEVAL_ABLATION: dict[str, list[str]] = {
                                               "top_k", "--top_k", "512"] + _R_GUARDS + _R_WARM,
     "recipe default objective, momentum 0.9 (dev: 81.98 vs 80.05 at 0.995)": ["--momentum", "0.9"],
     "crops, unsupervised (dual-view + id guard, momentum 0.995)": ["--mode", "crops"],
-    "crops, unsupervised (recipe default: momentum 0.9)": ["--mode", "crops", "--momentum", "0.9"],
+    "crops, unsupervised, momentum 0.9 (the pairs default)": ["--mode", "crops", "--momentum", "0.9"],
     # queue size (issue 12 item 4): at 100 steps x 32 = 3,200 keys neither 4k nor 32k fills; at 300 steps (9,600
     # keys) the 4,096-slot queue has cycled twice while the 32,768-slot one still holds every key
     "recipe default, 300 steps, queue 4096": ["--momentum", "0.9", "--max_steps", "300", "--queue_size", "4096"],
