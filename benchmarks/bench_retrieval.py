@@ -2,8 +2,9 @@
 CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
 baseline's); the textmoco run uses ``--key_encoder`` as given and the other key encoder is timed beside it
-(``s_per_step_textmoco_key_encoder_<other>``). The ablation of results/ablation_retrieval.md gives each baseline that many steps, so the comparison
-at equal wall time does not depend on how loaded the machine was while each run trained.
+(``s_per_step_textmoco_key_encoder_<other>``). The ablation of results/ablation_retrieval.md gives each baseline
+that many steps, so the comparison at equal wall time does not depend on how loaded the machine was while each run
+trained.
 
 Any option of recipes/train_retrieval.py passes through (batch size, lengths, objective), e.g.
 

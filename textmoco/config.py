@@ -74,8 +74,9 @@ class ObjectiveConfig(_Config):
     dual_weight: float = _opt(0.5, "lambda of (1-lambda)*L_q2k + lambda*L_k2q in [0, 1]; 0 = plain MoCo")
     dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, average; 2nd query forward)")
     key_negatives: str = _opt("batch+queue", "negatives of the key-anchored term: batch+queue, queue or batch")
-    batch_negatives: bool = _opt(False, "the global batch's other keys join the queue as negatives of the query-anchored "
-                                 "terms (symmetric: view b anchors get the other view-a keys; pairs: other anchors)")
+    batch_negatives: bool = _opt(False, "the global batch's other keys join the queue as negatives of the "
+                                 "query-anchored terms (symmetric: view b anchors get the other view-a keys; pairs: "
+                                 "other anchors)")
     selection: str = _opt("top_k", "hard-negative rule on queue slots: none, top_k, top_fraction or min_similarity")
     top_k: int = _opt(512, "slots kept per anchor with selection=top_k (> 0; more than filled = all)")
     top_fraction: float = _opt(0.125, "fraction of filled slots kept with selection=top_fraction, in (0, 1]")
