@@ -431,18 +431,18 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
     extra = None
     if extra_key_negatives is not None:  # (B, M): each anchor against its own explicit negatives
         extra = torch.einsum("bd,bmd->bm", q, extra_key_negatives.detach())
+    guide = guide if cfg.guide_threshold is not None else None
+    if guide is not None and ids is None:
+        raise ValueError("guide_threshold needs sample ids (the guide's embeddings are looked up by id)")
     if cfg.batch_negatives:  # the global batch's other keys, same guards as the batch negatives of the key term
         ids_all = ids if ids_all is None else ids_all
         k_all = k if k_all is None else k_all.detach()
-        rows = None if guide is None or cfg.guide_threshold is None else (guide.anchor[ids], guide.key[ids_all])
+        rows = None if guide is None else (guide.anchor[ids], guide.key[ids_all])
         extra = _blocks(extra, _batch_negatives(q, k_all, ids, ids_all, offset, cfg, rows))
     key_term = not symmetric and cfg.dual_weight > 0
     sets = [q] + ([q_b] if symmetric else []) + ([k] if key_term and cfg.key_negatives != "batch" else [])
-    guide = guide if cfg.guide_threshold is not None else None
     guide_sets = None
     if guide is not None:
-        if ids is None:
-            raise ValueError("guide_threshold needs sample ids (the guide's embeddings are looked up by id)")
         g_anchor, g_key = guide.anchor[ids], guide.key[ids]
         guide_sets = [g_anchor] + ([g_key] if symmetric else []) + ([g_key] if len(sets) > 1 + symmetric else [])
     chosen = _stacked_queue_negatives(sets, ids, queue, cfg, filter_active, guide_sets,
@@ -454,7 +454,7 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
         sym_batch = None
         if cfg.batch_negatives:  # view b anchors against the batch's other view-a keys (pairs: other anchors)
             k_a_all = k_a if k_a_all is None else k_a_all
-            rows = None if guide is None or cfg.guide_threshold is None else (guide.key[ids], guide.anchor[ids_all])
+            rows = None if guide is None else (guide.key[ids], guide.anchor[ids_all])
             sym_batch = _batch_negatives(q_b, k_a_all.detach(), ids, ids_all, offset, cfg, rows)
         l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), chosen[1], cfg, sym_batch)
         loss = 0.5 * (l_q2k.mean() + l_sym.mean())
