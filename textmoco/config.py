@@ -119,6 +119,11 @@ class ObjectiveConfig(_Config):
     def filters(self) -> bool:
         return self.selection != "none" or self.guard_threshold is not None or self.n_random > 0
 
+    @property
+    def batch_queries_needed(self) -> bool:
+        """Does the loss read the global batch's queries (the weighted key term's batch negatives)?"""
+        return self.dual_weight > 0 and self.dual_mode == "weighted" and self.key_negatives != "queue"
+
 
 @dataclass
 class QueueConfig(_Config):

@@ -191,13 +191,9 @@ class TextMoCoLoss(nn.Module):
         with torch.no_grad():
             self.key_model.train(self.model.training)
             k = self._embed(self.key_model, positive)
-        q_all, ids_all, offset, k_all = None, None, 0, None
-        key_term = self.objective.dual_weight > 0 and self.objective.key_negatives != "queue"
-        if (training and self.gather_across_devices and (key_term or self.objective.batch_negatives)
-                and distributed.is_distributed()):
-            ids_all, offset = distributed.gather_no_grad(ids), distributed.rank() * q.shape[0]
-            q_all = distributed.gather_with_grad(q) if key_term else None
-            k_all = distributed.gather_no_grad(k) if self.objective.batch_negatives else None
+        obj, gather = self.objective, training and self.gather_across_devices
+        ids_all, offset, q_all, (k_all,) = distributed.gather_batch(
+            ids, q if gather and obj.batch_queries_needed else None, (k if gather and obj.batch_negatives else None,))
         out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective,
                                            self.moco.filter_active(), q_all, ids_all, offset, k_all=k_all)
         if training:  # enqueued at the end of the optimizer step, after every micro-batch's backward

@@ -232,15 +232,9 @@ class MoCoTrainer:
     def _loss(self, batch: dict):
         out = self.model(move_to_device(batch["inputs"], self.accelerator.device))
         ids = batch["ids"].to(self.accelerator.device)
-        q_all, ids_all, offset, k_all, k_a_all = None, None, 0, None, None
         obj = self.objective
-        key_term = obj.dual_weight > 0 and obj.dual_mode == "weighted" and obj.key_negatives != "queue"
-        if (key_term or obj.batch_negatives) and distributed.is_distributed():
-            ids_all, offset = distributed.gather_no_grad(ids), distributed.rank() * out.q.shape[0]
-            q_all = distributed.gather_with_grad(out.q) if key_term else None
-            if obj.batch_negatives:
-                k_all = distributed.gather_no_grad(out.k)
-                k_a_all = distributed.gather_no_grad(out.k_a) if out.k_a is not None else None
+        ids_all, offset, q_all, (k_all, k_a_all) = distributed.gather_batch(
+            ids, out.q if obj.batch_queries_needed else None, (out.k, out.k_a) if obj.batch_negatives else (None, None))
         result = compute_loss_from_embeddings(out.q, out.k, ids, self.queue.negatives(), obj,
                                               self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a,
                                               extra_key_negatives=getattr(out, "k_neg", None), guide=self.guide,
