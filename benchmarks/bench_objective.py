@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from textmoco import MoCoModel, ObjectiveConfig, QueueConfig, TrainConfig, select_hard_negatives
-from textmoco.losses import compute_loss_from_embeddings, queue_negatives
+from textmoco.losses import compute_loss_from_embeddings
+from textmoco.queue_logits import queue_negatives
 from textmoco.trainer import MoCoTrainer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

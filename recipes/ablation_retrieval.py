@@ -5,8 +5,10 @@ mean ± std over seeds in a markdown table (and a resumable JSON). Options after
 
     python recipes/ablation_retrieval.py --seeds 0 1 2 --cells "plain MoCo ..." "full ..."
     python recipes/ablation_retrieval.py --seeds 0 --baseline_steps mnrl=159 cached_mnrl=106 gist=131
+    python recipes/ablation_retrieval.py --seeds 0 --textmoco_steps 300 --baseline_steps mnrl=491
 
-``--baseline_steps`` gives each sentence-transformers loss the steps that take it as long as textmoco's 100 steps
+``--baseline_steps`` gives each sentence-transformers loss the steps that take it as long as textmoco's
+``--textmoco_steps`` (100) steps
 (``python benchmarks/bench_retrieval.py`` measures them side by side), so "equal wall time" does not depend on the
 load of the machine during each run.
 """
@@ -26,13 +28,14 @@ from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, run_cells, slu
 METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
 
 
-def baseline_cells(budget: list[str]) -> dict[str, list[str]]:
+def baseline_cells(budget: list[str], textmoco_steps: int = 100) -> dict[str, list[str]]:
+    """Cells for ``NAME=STEPS`` items, named after the textmoco run they match in wall time."""
     cells = {}
     for item in budget:
         name, _, steps = item.partition("=")
         if name not in ("mnrl", "cached_mnrl", "gist") or not steps.isdigit():
             raise SystemExit(f"error: --baseline_steps {item!r}: expected mnrl|cached_mnrl|gist=STEPS")
-        cells[f"ST {name}, {steps} steps (= textmoco's 100 in time)"] = ["--baseline", name, "--max_steps", steps]
+        cells[f"ST {name}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = ["--baseline", name, "--max_steps", steps]
     return cells
 
 
@@ -42,6 +45,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cells", nargs="+", default=None, help="a subset of the cells (by name)")
     parser.add_argument("--baseline_steps", nargs="*", default=[], metavar="NAME=STEPS",
                         help="add sentence-transformers baseline cells: mnrl|cached_mnrl|gist=steps")
+    parser.add_argument("--textmoco_steps", type=int, default=100,
+                        help="the textmoco steps whose wall time --baseline_steps matches (names the cells)")
     parser.add_argument("--work_dir", default="outputs/ablation_retrieval", help="where the runs go")
     parser.add_argument("--out", default="results/ablation_retrieval.md", help="markdown table; the .json beside "
                         "it keeps finished runs, so a rerun only runs what is missing")
@@ -50,7 +55,7 @@ def main(argv=None) -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
-    cells = {**RETRIEVAL_ABLATION, **baseline_cells(args.baseline_steps)}
+    cells = {**RETRIEVAL_ABLATION, **baseline_cells(args.baseline_steps, args.textmoco_steps)}
     names = args.cells or list(cells)
     unknown = sorted(set(names) - set(cells))
     if unknown:

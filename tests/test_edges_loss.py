@@ -5,9 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textmoco import losses
+from textmoco import queue_logits
+from textmoco import selection as selection_rules
 from textmoco.config import ObjectiveConfig
-from textmoco.losses import compute_loss_from_embeddings, select_hard_negatives
+from textmoco.losses import compute_loss_from_embeddings
+from textmoco.selection import select_hard_negatives
 
 torch.set_num_threads(1)
 
@@ -40,7 +42,7 @@ def dense_reference_topk(sims, ids, queue_ids, c):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 4 * 6 * 300, 10 ** 9], ids=["256-slot-blocks", "300-slot", "one-block"])
 def test_blocked_selection_equals_one_dense_topk(monkeypatch, chunk_bytes):
-    monkeypatch.setattr(losses, "SCORE_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(selection_rules, "SCORE_CHUNK_BYTES", chunk_bytes)
     q, k, ids, queue = case()
     c = cfg()
     sims = q @ queue[0].t()
@@ -58,8 +60,8 @@ def test_blocked_selection_equals_one_dense_topk(monkeypatch, chunk_bytes):
 def test_half_queue_equals_its_float32_upcast(monkeypatch, dtype, selection):
     """Same loss and gradient as a float32 queue holding the same (rounded) values; blocks and upcast chunks small
     so several of each are walked."""
-    monkeypatch.setattr(losses, "SCORE_CHUNK_BYTES", 1)
-    monkeypatch.setattr(losses, "UPCAST_CHUNK_BYTES", 1)
+    monkeypatch.setattr(selection_rules, "SCORE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(queue_logits, "UPCAST_CHUNK_BYTES", 1)
     q, k, ids, queue = case(dtype=dtype)
     c = cfg(selection=selection, min_similarity=0.1)
     upcast = (queue[0].float(), queue[1], None)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from textmoco.config import ObjectiveConfig
-from textmoco.losses import compute_loss_from_embeddings, info_nce, select_hard_negatives
+from textmoco.losses import compute_loss_from_embeddings, info_nce
+from textmoco.selection import select_hard_negatives
 
 torch.set_num_threads(1)
 

@@ -1,10 +1,11 @@
 """textmoco: momentum contrast with a dual-view loss and cosine hard-negative selection (arXiv 2501.16360),
 for sentence embeddings and vision transformers, on Hugging Face Accelerate."""
 from .config import ObjectiveConfig, QueueConfig, TrainConfig
-from .losses import LossOutput, NegativeSelection, compute_loss_from_embeddings, info_nce, select_hard_negatives
+from .losses import LossOutput, compute_loss_from_embeddings, info_nce
 from .model import MoCoModel, MoCoOutput
 from .momentum import ema_update, momentum_at
 from .queue import NegativeQueue
+from .selection import NegativeSelection, select_hard_negatives
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,9 @@
 """The objective as pure functions on tensors (no model inside). Shapes: B local anchors, N global batch, K queue
 slots, D embedding size, k selected slots per anchor.
 
-- ``select_hard_negatives``: guard + selection on the detached (B, K) cosine matrix, one ``torch.topk`` — never a
-  (B, k, D) tensor, never a loop over anchors.
+- selection.py (``select_hard_negatives``): guard + selection on detached cosine blocks, a running ``torch.topk``
+  — never a (B, k, D) tensor, never a loop over anchors; queue_logits.py (``queue_negatives``): the kept queue
+  cosines with a sparse backward.
 - ``info_nce``: -log softmax of the positive among [positive, negatives]; masked negatives are -inf (the logits are
   always computed in float32, so -inf is safe under fp16/bf16 autocast too).
 - ``compute_loss_from_embeddings``: MoCo (q anchors) + the dual-view key-anchored term, or the symmetric variant.
@@ -10,86 +11,17 @@ All switches off (dual_weight 0, selection 'none', no guard) is exactly MoCo's I
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
 from .config import ObjectiveConfig
+from .queue_logits import queue_negatives
+from .selection import NEG_INF, NegativeSelection, select_hard_negatives
 
-NEG_INF = float("-inf")
-
-
-@dataclass
-class NegativeSelection:
-    """Which queue slots each anchor keeps. Either ``index`` (B, k) slot indices with ``valid`` (B, k) (and the
-    selected similarities ``values``), or ``index`` None and ``valid`` a dense (B, K) mask, or both None (keep all)."""
-
-    index: Optional[torch.Tensor]
-    valid: Optional[torch.Tensor]
-    values: Optional[torch.Tensor] = None
-
-    def negatives(self, sims: torch.Tensor) -> torch.Tensor:
-        """(B, K) similarities (possibly with grad) -> (B, k or K) kept similarities, dropped ones -inf."""
-        if self.index is not None:
-            sims = sims.gather(1, self.index)
-        return sims if self.valid is None else sims.masked_fill(~self.valid, NEG_INF)
-
-    def kept(self, num_anchors: int, num_slots: int) -> int:
-        if self.valid is None:
-            return num_anchors * (self.index.shape[1] if self.index is not None else num_slots)
-        return int(self.valid.sum())
-
-    def dense_mask(self, num_slots: int) -> torch.Tensor:
-        """(B, K) bool keep-mask, for inspection and tests."""
-        if self.index is None:
-            return self.valid.clone()
-        valid = self.valid if self.valid is not None else torch.ones_like(self.index, dtype=torch.bool)
-        return _scatter_or(self.index, valid, num_slots)
-
-
-def _scatter_or(index: torch.Tensor, flags: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """(B, K) mask, True where some (row, index[row, j]) has flags[row, j] (duplicate indices OR, not overwrite)."""
-    counts = torch.zeros(index.shape[0], num_slots, dtype=torch.int32, device=index.device)
-    return counts.scatter_add_(1, index, flags.to(torch.int32)) > 0
-
-
-# Chunking (see docs/SCALING.md "Memory"): the selection walks the queue in blocks of slots, so its extra memory is
-# one (B, rows) float32 score block (+ a running (B, k) top-k) whatever K is, and a half-precision queue is upcast
-# UPCAST_CHUNK_BYTES at a time, never as a whole (K, D) float32 copy.
-SCORE_CHUNK_BYTES = 8 * 2 ** 20
-UPCAST_CHUNK_BYTES = 2 * 2 ** 20
-
-
-def _score_rows(num_anchors: int) -> int:
-    return max(256, SCORE_CHUNK_BYTES // (4 * max(1, num_anchors)))
-
-
-def _upcast_rows(dim: int) -> int:
-    return max(64, UPCAST_CHUNK_BYTES // (4 * max(1, dim)))
-
-
-def _queue_scores(anchors: torch.Tensor, keys: torch.Tensor, start: int = 0, stop: Optional[int] = None,
-                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, stop - start) float32 = anchors (B, D) float32 @ keys[start:stop].T; a half-precision ``keys`` is upcast
-    ``_upcast_rows`` rows at a time (no (K, D) float32 copy)."""
-    stop = keys.shape[0] if stop is None else stop
-    if keys.dtype == torch.float32:
-        return torch.matmul(anchors, keys[start:stop].t(), out=out) if out is not None else \
-            anchors @ keys[start:stop].t()
-    out = anchors.new_empty(anchors.shape[0], stop - start) if out is None else out
-    step = _upcast_rows(keys.shape[1])
-    for a in range(start, stop, step):
-        b = min(stop, a + step)
-        torch.matmul(anchors, keys[a:b].float().t(), out=out[:, a - start:b - start])
-    return out
-
-
-def _id_guard_block(anchor_ids: torch.Tensor, queue_ids: torch.Tensor) -> torch.Tensor:
-    """(B, c) bool, True where the slot holds the anchor's own sample id: a dense compare with fixed shapes (no
-    device-to-host copy; done per block of slots, so never more than a score block)."""
-    return anchor_ids.unsqueeze(1) == queue_ids.unsqueeze(0)
+__all__ = ["Guide", "LossOutput", "NegativeSelection", "compute_loss_from_embeddings", "info_nce",
+           "queue_negatives", "select_hard_negatives", "stats_to_floats"]
 
 
 @dataclass
@@ -104,121 +36,6 @@ class Guide:
 
     def to(self, device) -> "Guide":
         return Guide(self.anchor.to(device), self.key.to(device))
-
-
-def _guard_block_(scores: torch.Tensor, start: int, anchor_ids, queue_ids, filled, threshold, id_guard,
-                  guide: Optional[tuple] = None) -> None:
-    """Write -inf into a (B, c) block of scores (slots start..start+c) for unfilled, id-guarded and
-    above-threshold slots, and (``guide`` = (rows (B, Dg), slot table (N, Dg), threshold)) slots whose guide
-    cosine to the anchor is above the guide threshold."""
-    stop = start + scores.shape[1]
-    if guide is not None:
-        rows, table, limit = guide
-        slot_vectors = table.index_select(0, queue_ids[start:stop].clamp_min(0))  # (c, Dg); empty slots: filled
-        scores.masked_fill_(rows @ slot_vectors.t() > limit, NEG_INF)
-    if filled is not None:
-        scores.masked_fill_(~filled[start:stop].unsqueeze(0), NEG_INF)
-    if threshold is not None:
-        scores.masked_fill_(scores > threshold, NEG_INF)
-    if id_guard and anchor_ids is not None:
-        scores.masked_fill_(_id_guard_block(anchor_ids, queue_ids[start:stop]), NEG_INF)
-
-
-@torch.no_grad()
-def _topk_chunked(block, B: int, K: int, k: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over K slots walked in blocks: ``block(start, stop)`` gives the guarded (B, stop - start) float32
-    scores. Keeps a running (B, k) top-k (block top-k, then merge): memory (B, rows) + (B, 2k) whatever K is; fixed
-    shapes, no host read."""
-    rows = max(_score_rows(B), k)
-    best_v = best_i = None
-    for start in range(0, K, rows):
-        stop = min(K, start + rows)
-        values, index = torch.topk(block(start, stop), min(k, stop - start), dim=1, sorted=False)
-        index += start
-        if best_v is None:
-            best_v, best_i = values, index
-            continue
-        best_v, pos = torch.topk(torch.cat([best_v, values], 1), k, dim=1, sorted=False)
-        best_i = torch.cat([best_i, index], 1).gather(1, pos)
-    return best_v, best_i
-
-
-@torch.no_grad()
-def select_hard_negatives(sims: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue_ids: torch.Tensor,
-                          filled: torch.Tensor, cfg: ObjectiveConfig, filter_active: bool = True,
-                          generator: Optional[torch.Generator] = None, inplace: bool = False,
-                          guide: Optional[tuple] = None) -> NegativeSelection:
-    """Guard then select queue negatives for each anchor.
-
-    sims: (B, K) cosine similarities anchor x queue slot (detached inside; overwritten when ``inplace``).
-    anchor_ids: (B,) sample ids or None. queue_ids: (K,) ids of the slots. filled: (K,) bool, or None when every
-    slot is filled. guide: optional (rows (B, Dg), slot table (N, Dg), threshold) for the guide guard.
-    ``filter_active`` False (warm-up) keeps every filled, non-id-guarded slot. Rules (``cfg.selection``): 'top_k'
-    keeps the k most similar, 'top_fraction' the ceil(rho * filled) most similar, 'min_similarity' all with
-    s >= t; ``n_random`` adds random easy negatives. Guard: id guard (``cfg.id_guard``) and ``guard_threshold``.
-    The top-k rules walk the slots in blocks (a running top-k, :func:`_topk_chunked`) and return indices, never a
-    (B, k, D) tensor. No device-to-host copy once the queue is full (``filled`` None).
-    """
-    B, K = sims.shape
-    sims = sims.detach()
-
-    def block(start, stop):
-        chunk = sims[:, start:stop]
-        chunk = chunk if inplace and chunk.dtype == torch.float32 else chunk.float().clone()
-        _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
-        return chunk
-
-    return _select(block, B, K, sims.device, filled, cfg, filter_active, generator)
-
-
-def _select(block, B: int, K: int, device, filled, cfg: ObjectiveConfig, filter_active: bool,
-            generator: Optional[torch.Generator] = None) -> NegativeSelection:
-    """The selection rules on guarded score blocks (``block(start, stop)``: (B, stop - start) float32 with -inf
-    on guarded slots, computed on demand)."""
-    num_filled = K if filled is None else int(filled.sum())  # None: a full queue, known without a device read
-    use_topk = filter_active and cfg.selection in ("top_k", "top_fraction") and num_filled > 0
-    threshold = cfg.guard_threshold if filter_active else None
-    block_threshold = _with_threshold(block, threshold)
-    if use_topk:
-        k = int(cfg.top_k) if cfg.selection == "top_k" else math.ceil(cfg.top_fraction * num_filled)
-        k = max(1, min(k, num_filled))
-        if cfg.n_random == 0 or k >= num_filled:
-            values, index = _topk_chunked(block_threshold, B, K, k, device)
-            return NegativeSelection(index, values > NEG_INF, values)
-        scores = block_threshold(0, K)  # n_random: a dense (B, K) noise draw needs the whole guarded matrix
-        values, index = torch.topk(scores, k, dim=1, sorted=False)
-        valid = values > NEG_INF
-        noise = torch.rand(B, K, device=device, generator=generator)
-        noise.masked_fill_(scores == NEG_INF, -1.0)
-        noise.scatter_(1, index, -1.0)
-        r_values, r_index = torch.topk(noise, min(cfg.n_random, K - k), dim=1, sorted=False)
-        r_valid = r_values >= 0
-        index, valid = torch.cat([index, r_index], 1), torch.cat([valid, r_valid], 1)
-        values = torch.cat([values, scores.gather(1, r_index).masked_fill(~r_valid, NEG_INF)], 1)
-        return NegativeSelection(index, valid, values)
-    scores = block_threshold(0, K)  # dense rules: the (B, K) logits exist anyway
-    valid = scores > NEG_INF
-    keep = valid
-    if filter_active and cfg.selection == "min_similarity" and num_filled > 0:
-        keep = valid & (scores >= cfg.min_similarity)
-        if cfg.n_random > 0:
-            noise = torch.rand(B, K, device=device, generator=generator)
-            noise.masked_fill_(keep | ~valid, -1.0)
-            r_values, r_index = torch.topk(noise, min(cfg.n_random, K), dim=1, sorted=False)
-            keep = keep | _scatter_or(r_index, r_values >= 0, K)
-    return NegativeSelection(None, keep)
-
-
-def _with_threshold(block, threshold):
-    """``block`` plus the threshold guard (only while the filters are active)."""
-    if threshold is None:
-        return block
-
-    def guarded(start, stop):
-        scores = block(start, stop)
-        return scores.masked_fill_(scores > threshold, NEG_INF)
-
-    return guarded
 
 
 def info_nce(pos: torch.Tensor, negatives: list[torch.Tensor], temperature: float) -> torch.Tensor:
@@ -246,99 +63,6 @@ def stats_to_floats(stat_tensors: dict) -> dict:
         return {}
     values = torch.stack([v.detach().float().reshape(()) for v in stat_tensors.values()]).tolist()
     return dict(zip(stat_tensors, values))
-
-
-def queue_negatives(anchors: torch.Tensor, anchor_ids: Optional[torch.Tensor], queue: tuple,
-                    cfg: ObjectiveConfig, filter_active: bool = True,
-                    guide: Optional[tuple] = None) -> Optional[torch.Tensor]:
-    """(B, M) cosines of each anchor to its kept queue slots, -inf where dropped; differentiable through
-    ``anchors`` when it requires grad. None when the queue is empty. Always float32 (a half-precision queue is
-    upcast block by block, see :func:`_queue_scores`).
-
-    Top-k rules: the scores are computed without gradient block by block, guarded and reduced by a running top-k;
-    the selected (B, k) values carry the gradient through ``_SelectedLogits`` (sparse backward), so neither a
-    second (B, K) product nor a (B, K) softmax is needed. Other rules: one dense (B, K) product with a keep-mask.
-    Several anchor sets that share the queue (both anchored terms) go through one call stacked along B, so the
-    queue is read (and upcast) once per step.
-    """
-    keys, queue_ids, filled = queue
-    if keys is None or (filled is not None and not bool(filled.any())):
-        return None
-    anchors = anchors.float()
-    B, K = anchors.shape[0], keys.shape[0]
-    if not (filter_active and cfg.selection in ("top_k", "top_fraction")):
-        sims = _QueueLogits.apply(anchors, keys) if anchors.requires_grad else _queue_scores(anchors.detach(), keys)
-        guarded = sims.detach()
-
-        def dense_block(start, stop):
-            chunk = guarded[:, start:stop].clone()
-            _guard_block_(chunk, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
-            return chunk
-
-        return _select(dense_block, B, K, anchors.device, filled, cfg, filter_active).negatives(sims)
-    detached = anchors.detach()
-
-    def block(start, stop):
-        scores = _queue_scores(detached, keys, start, stop)
-        _guard_block_(scores, start, anchor_ids, queue_ids, filled, None, cfg.id_guard, guide)
-        return scores
-
-    with torch.no_grad():
-        sel = _select(block, B, K, anchors.device, filled, cfg, filter_active)
-    values = sel.values
-    if anchors.requires_grad:
-        values = _SelectedLogits.apply(anchors, values, sel.index, keys)
-    return values.masked_fill(~sel.valid, NEG_INF)
-
-
-class _QueueLogits(torch.autograd.Function):
-    """(B, K) float32 logits anchors @ keys.T for a dense rule. Saves ``keys`` by reference (its storage dtype):
-    a half-precision queue is upcast block by block in forward and backward, never kept as a float32 copy."""
-
-    @staticmethod
-    def forward(ctx, anchors, keys):  # type: ignore[override]
-        ctx.save_for_backward(keys)
-        return _queue_scores(anchors.detach(), keys)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        (keys,) = ctx.saved_tensors
-        if keys.dtype == torch.float32:
-            return grad @ keys, None
-        out = grad.new_zeros(grad.shape[0], keys.shape[1])
-        step = _upcast_rows(keys.shape[1])
-        for a in range(0, keys.shape[0], step):
-            out.addmm_(grad[:, a:a + step], keys[a:a + step].float())
-        return out, None
-
-
-class _SelectedLogits(torch.autograd.Function):
-    """Re-attach gradient to selected similarities taken from the no-grad score matrix: forward returns
-    ``values`` (B, k) = anchors . keys[index]; backward is one sparse (B, K) x (K, D) product,
-    d anchors = sum_j g_ij keys[index_ij], without materialising (B, k, D) or a dense (B, K) gradient. A
-    half-precision queue is gathered a few anchors at a time (float32 accumulation, bounded memory)."""
-
-    @staticmethod
-    def forward(ctx, anchors, values, index, keys):  # type: ignore[override]
-        ctx.save_for_backward(index, keys)
-        return values.clone()
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        index, keys = ctx.saved_tensors
-        B, k = index.shape
-        grad = grad.float()
-        if keys.dtype != torch.float32:
-            out = grad.new_empty(B, keys.shape[1])
-            rows = max(1, UPCAST_CHUNK_BYTES // (4 * k * keys.shape[1]))
-            for a in range(0, B, rows):
-                picked = keys.index_select(0, index[a:a + rows].reshape(-1)).float().view(-1, k, keys.shape[1])
-                out[a:a + rows] = torch.bmm(grad[a:a + rows].unsqueeze(1), picked).squeeze(1)
-            return out, None, None, None
-        rows = torch.arange(B, device=index.device).repeat_interleave(k)
-        sparse = torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), grad.reshape(-1),
-                                         (B, keys.shape[0]), check_invariants=False)
-        return torch.sparse.mm(sparse, keys), None, None, None
 
 
 def _anchored_loss(anchors, positives, chosen, cfg, extra_negatives=None):
