@@ -1,8 +1,9 @@
 """Seconds per optimizer step of the retrieval recipe's textmoco objective and of sentence-transformers' MNRL,
 CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
-baseline's); the textmoco run uses ``--key_encoder`` as given and the other key encoder is timed beside it
-(``s_per_step_textmoco_key_encoder_<other>``). The ablation of results/ablation_retrieval.md gives each baseline
+baseline's); the textmoco run uses ``--key_encoder`` and ``--key_mode`` as given, and the other key encoder and
+the other key mode are timed beside it (``s_per_step_textmoco_key_encoder_<other>``,
+``s_per_step_textmoco_key_mode_<other>``). The ablation of results/ablation_retrieval.md gives each baseline
 that many steps, so the comparison at equal wall time does not depend on how loaded the machine was while each run
 trained.
 
@@ -33,10 +34,11 @@ from textmoco.data.retrieval import read_articles, retrieval_splits  # noqa: E40
 BASELINES = ("mnrl", "cached_mnrl", "gist")
 
 
-def textmoco_step_s(args, pairs, out: str, key_encoder: str) -> float:
+def textmoco_step_s(args, pairs, out: str, **train_options) -> float:
     objective, queue, train = configs_from_args(args)
     train.output_dir, train.max_steps, train.progress, train.save_every = out, args.steps + 1, False, None
-    train.key_encoder = key_encoder
+    for name, value in train_options.items():
+        setattr(train, name, value)
     torch.manual_seed(0)
     trainer = recipe.build_trainer(args, objective, queue, train, pairs, recipe.load_encoder(args))
     trainer.save = lambda: None
@@ -63,13 +65,15 @@ def main(argv=None) -> None:
     recipe.apply_mode_defaults(args)
     pairs = recipe.training_data(args, articles, retrieval_splits(articles)["train"], seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm", args.key_encoder)}
+        steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm")}
         other = "query" if args.key_encoder == "momentum" else "momentum"
-        steps[f"textmoco_key_encoder_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", other)
+        steps[f"textmoco_key_encoder_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", key_encoder=other)
+        other = "eval" if args.key_mode == "train" else "train"
+        steps[f"textmoco_key_mode_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", key_mode=other)
         for name in BASELINES:
             steps[name] = st_step_s(args, pairs, f"{tmp}/{name}", name)
     print(f"threads={torch.get_num_threads()} batch_size={args.batch_size} max_length={args.max_length} "
-          f"key_encoder={args.key_encoder}")
+          f"key_encoder={args.key_encoder} key_mode={args.key_mode}")
     for name, step in steps.items():
         print(f"s_per_step_{name}={step:.3f}")
     for name in [n for n in steps if n != "textmoco"]:

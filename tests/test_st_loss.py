@@ -117,6 +117,19 @@ def test_trains_through_sentence_transformer_trainer(minilm_path, tmp_path):
     assert (k_now - q_now).abs().sum() < (before[name] - q_now).abs().sum()
 
 
+def test_key_mode_eval_runs_the_key_passes_without_dropout(minilm_path, tmp_path):
+    from textmoco.st_loss import TextMoCoLoss
+
+    model = _model(minilm_path)
+    loss = TextMoCoLoss(model, queue_size=24, key_mode="eval")
+    seen = []
+    loss.key_model.register_forward_pre_hook(lambda module, args: seen.append((module.training, model.training)))
+    _trainer(model, loss, tmp_path, max_steps=2).train()
+    assert seen == [(False, True)] * 2 and loss.get_config_dict()["key_mode"] == "eval"
+    with pytest.raises(ValueError, match="key_mode='off'"):
+        TextMoCoLoss(model, key_mode="off")
+
+
 def test_evaluation_leaves_queue_and_key_encoder_unchanged(minilm_path, tmp_path):
     from datasets import Dataset
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from textmoco import checkpointing
 from textmoco.config import ObjectiveConfig, QueueConfig, TrainConfig
@@ -378,3 +379,39 @@ def test_query_keys_are_detached_query_outputs():
 def test_key_encoder_choice_is_checked():
     with pytest.raises(ValueError, match="key_encoder='ema'.*'momentum', 'query'"):
         TrainConfig(key_encoder="ema")
+
+
+# ---------------------------------------------------------------------------------- key_mode='eval'
+def dropout_model(**kw):
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(DIM, DIM))
+    return MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16), head=head, symmetric=True, **kw)
+
+
+@pytest.mark.parametrize("key_train_mode", [True, False])
+def test_key_mode_eval_gives_the_dropout_free_keys(key_train_mode):
+    """key_train_mode=False: while the model trains, the key passes equal an explicit eval-mode pass of the copy
+    (no dropout) and the queries still get dropout; True (MoCo): the keys get dropout too."""
+    model = dropout_model(key_train_mode=key_train_mode).train()
+    x = torch.stack(data(16))
+    out = model(x)
+    model.key.eval()
+    with torch.no_grad():
+        clean_key, clean_query = model.key(x), F.normalize(model.query.head.eval()(model.query.encoder(x)), dim=-1)
+    assert torch.equal(out.k, clean_key) is (not key_train_mode)
+    assert torch.equal(out.k_a, clean_key) is (not key_train_mode)
+    assert not torch.allclose(out.q, clean_query) and not torch.allclose(out.q_b, clean_query)
+
+
+def test_trainer_runs_the_key_passes_in_the_configured_mode(tmp_path):
+    for mode in ("train", "eval"):
+        model, seen = dropout_model(), []
+        model.key.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+        t = MoCoTrainer(model, data(), full_objective(dual_mode="symmetric"), QueueConfig(size=20),
+                        TrainConfig(output_dir=str(tmp_path / mode), batch_size=8, max_steps=2, progress=False,
+                                    key_mode=mode))
+        t.fit()
+        assert t.unwrapped.key_train_mode is (mode == "train") and t.unwrapped.training
+        assert len(seen) == 4 and set(seen) == {mode == "train"}
+    with pytest.raises(ValueError, match="key_mode='test'.*'train', 'eval'"):
+        TrainConfig(key_mode="test")

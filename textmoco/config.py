@@ -15,6 +15,7 @@ SELECTIONS = ("none", "top_k", "top_fraction", "min_similarity")
 QUEUE_DTYPES = ("float32", "float16", "bfloat16")
 MOMENTUM_SCHEDULES = ("cosine", "constant")
 KEY_ENCODERS = ("momentum", "query")
+KEY_MODES = ("train", "eval")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 NONFINITE_POLICIES = ("skip", "stop")
 
@@ -158,6 +159,9 @@ class TrainConfig(_Config):
     key_encoder: str = _opt("momentum", "keys from the EMA copy (momentum: MoCo) or from the query encoder itself "
                             "(query: momentum held at 0, so the queue is a memory of past embeddings; with "
                             "dual_mode symmetric the two query passes are reused as keys, halving a step's passes)")
+    key_mode: str = _opt("train", "the key encoder's passes in train mode (dropout and batch statistics, like the "
+                         "query encoder: MoCo) or eval mode (no dropout, BatchNorm running statistics: "
+                         "deterministic keys and a cheaper pass; for pairs and crops, whose views differ anyway)")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step (queue/EMA advance once per step)")
     max_grad_norm: Optional[float] = _opt(1.0, "gradient clipping norm (None = off)")
     mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (Accelerate autocast; loss logits stay float32); "
@@ -189,6 +193,7 @@ class TrainConfig(_Config):
         _check(0.0 <= self.momentum <= 1.0, "momentum", self.momentum, "in [0, 1]")
         _choice("momentum_schedule", self.momentum_schedule, MOMENTUM_SCHEDULES)
         _choice("key_encoder", self.key_encoder, KEY_ENCODERS)
+        _choice("key_mode", self.key_mode, KEY_MODES)
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
                self.gradient_accumulation_steps, "an integer >= 1")
         if self.max_grad_norm is not None:

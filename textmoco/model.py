@@ -57,10 +57,13 @@ class MoCoModel(nn.Module):
     ``key_from_query=True`` (``TrainConfig.key_encoder='query'``; the trainer sets it and holds the momentum at 0, so
     the key copy always equals the query encoder): with ``symmetric`` the keys are the two query passes, detached
     (k = q_b, k_a = q), so a step costs two encoder passes instead of four; they differ from a separate key pass
-    only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy)."""
+    only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy).
+
+    ``key_train_mode=False`` (``TrainConfig.key_mode='eval'``, set by the trainer): the key passes run in eval mode
+    (no dropout, BatchNorm running statistics) while the model trains."""
 
     def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False,
-                 key_from_query: bool = False):
+                 key_from_query: bool = False, key_train_mode: bool = True):
         super().__init__()
         self.query = QueryBranch(encoder, head)
         self.key = copy.deepcopy(self.query)
@@ -68,6 +71,7 @@ class MoCoModel(nn.Module):
             p.requires_grad_(False)
         self.symmetric = symmetric
         self.key_from_query = key_from_query
+        self.key_train_mode = key_train_mode
 
     @property
     def encoder(self) -> EncoderAdapter:
@@ -82,7 +86,7 @@ class MoCoModel(nn.Module):
         reuse = self.symmetric and self.key_from_query
         q_b = self.query(view_b) if reuse else None
         with torch.no_grad():
-            self.key.train(self.training)
+            self.key.train(self.training and self.key_train_mode)
             k = q_b.detach() if reuse else self.key(view_b)
             if neg_view is not None:
                 k_neg = self.key(neg_view).view(k.shape[0], -1, k.shape[-1])

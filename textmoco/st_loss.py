@@ -56,7 +56,7 @@ class TextMoCoLoss(nn.Module):
                  id_guard: bool = True, guard_threshold: Optional[float] = 0.9,
                  filter_warmup_steps: Optional[int] = None, queue_size: int = 4096, queue_dtype: str = "float32",
                  momentum: float = 0.995, momentum_schedule: str = "cosine", gather_across_devices: bool = True,
-                 dual_mode: str = "weighted", batch_negatives: bool = False):
+                 dual_mode: str = "weighted", batch_negatives: bool = False, key_mode: str = "train"):
         """
         Momentum contrast with a dual-view loss and selective hard negatives (arXiv 2501.16360): the query
         encoder is the trained ``model``; keys come from an EMA copy of it (the key encoder) and past keys are
@@ -91,6 +91,8 @@ class TextMoCoLoss(nn.Module):
                 process holds the same queue).
             batch_negatives: the (gathered) batch's other keys join each query's negatives besides the queue
                 (MoCo: the queue only).
+            key_mode: ``"train"`` (the key encoder's passes with dropout, like the query's: MoCo) or ``"eval"``
+                (no dropout: deterministic keys, a cheaper pass; for pairs, whose two texts differ anyway).
             dual_mode: only ``"weighted"``; the symmetric variant of the Accelerate recipes needs a second query
                 forward of swapped views and is rejected here.
 
@@ -145,6 +147,9 @@ class TextMoCoLoss(nn.Module):
                                          top_fraction=top_fraction, min_similarity=min_similarity,
                                          n_random=n_random, id_guard=id_guard, guard_threshold=guard_threshold,
                                          filter_warmup_steps=filter_warmup_steps, batch_negatives=batch_negatives)
+        if key_mode not in ("train", "eval"):
+            raise ValueError(f"key_mode={key_mode!r} is invalid: must be 'train' or 'eval'")
+        self.key_mode = key_mode
         self.model = model
         self.key_model = copy.deepcopy(model)
         for p in self.key_model.parameters():
@@ -189,7 +194,7 @@ class TextMoCoLoss(nn.Module):
         ids = token_ids_hash(anchor["input_ids"], anchor.get("attention_mask"))
         q = self._embed(self.model, anchor)
         with torch.no_grad():
-            self.key_model.train(self.model.training)
+            self.key_model.train(self.model.training and self.key_mode == "train")
             k = self._embed(self.key_model, positive)
         obj, gather = self.objective, training and self.gather_across_devices
         ids_all, offset, q_all, (k_all,) = distributed.gather_batch(
@@ -259,7 +264,7 @@ class TextMoCoLoss(nn.Module):
         config = {k: v for k, v in self.objective.to_dict().items() if k != "dual_mode"}
         return {**config, "queue_size": self.queue.size, "queue_dtype": self.queue.dtype_name,
                 "momentum": self.moco.momentum, "momentum_schedule": self.moco.momentum_schedule,
-                "gather_across_devices": self.gather_across_devices}
+                "gather_across_devices": self.gather_across_devices, "key_mode": self.key_mode}
 
     @property
     def citation(self) -> str:

@@ -109,6 +109,7 @@ class MoCoTrainer:
         self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
         # key_encoder='query': momentum held at 0 (the copy = the query encoder); symmetric steps reuse the query passes
         model.key_from_query = train.key_encoder == "query"
+        model.key_train_mode = train.key_mode == "train"
         momentum, momentum_schedule = (0.0, "constant") if model.key_from_query else \
             (train.momentum, train.momentum_schedule)
         if world > 1 and train.sync_batchnorm:  # before prepare/MomentumContrast: both branches, state kept
