@@ -29,7 +29,7 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.baselines import warmup_arguments
+from textmoco.baselines import st_device, warmup_arguments
 from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read_articles, retrieval_splits,
                                      retrieval_task)
@@ -171,7 +171,8 @@ def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, see
             if args.max_time_s and time.time() - self.start >= args.max_time_s:
                 control.should_training_stop = True
 
-    model = SentenceTransformer(start_model, device="cpu")
+    device = st_device()  # the GPU whenever there is one, as textmoco's runs
+    model = SentenceTransformer(start_model, device=device)
     model.max_seq_length = args.max_length
     scale = 1 / args.temperature
     if args.baseline == "mnrl":
@@ -179,14 +180,14 @@ def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, see
     elif args.baseline == "cached_mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=16)
     else:
-        guide = SentenceTransformer(start_model, device="cpu")
+        guide = SentenceTransformer(start_model, device=device)
         loss = losses.GISTEmbedLoss(model, guide, temperature=args.temperature)
     data = Dataset.from_dict({"anchor": pairs.anchors, "positive": pairs.positives})
     budget = TimeBudget()
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st-trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.max_steps,
         learning_rate=args.lr, **warmup_arguments(args.warmup_ratio), seed=seed, data_seed=seed, save_strategy="no",
-        report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=True, disable_tqdm=True,
+        report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=device == "cpu", disable_tqdm=True,
         batch_sampler="no_duplicates")
     SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss,
                                callbacks=[budget, *callbacks]).train()

@@ -286,3 +286,20 @@ def test_baseline_training_arguments_use_no_deprecated_argument(tmp_path):
         source = path.read_text()
         assert "warmup_ratio=" not in source.replace("warmup_ratio=warmup_ratio", "").replace(
             "warmup_arguments(", ""), path
+
+
+def test_sentence_transformers_baselines_train_on_the_gpu_when_there_is_one(monkeypatch):
+    """The side-by-side benchmarks compare textmoco (Accelerate: the GPU whenever there is one) with the baselines:
+    those must not be pinned to the CPU (a GPU run of bench_text.py once timed MNRL on the CPU)."""
+    import torch
+
+    from textmoco.baselines import st_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert st_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert st_device() == "cpu"
+    for path in (REPO / "textmoco" / "baselines.py", REPO / "recipes" / "train_retrieval.py"):
+        source = path.read_text()
+        assert "use_cpu=True" not in source and 'device="cpu"' not in source, path
+        assert "st_device()" in source, path

@@ -13,6 +13,14 @@ def _losses():
     return losses
 
 
+def st_device() -> str:
+    """Where the sentence-transformers baselines train: the GPU whenever there is one (textmoco's runs take it too,
+    through Accelerate), else the CPU — so a side-by-side timing compares the same device."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def warmup_arguments(ratio: float) -> dict:
     """The LR warm-up as a fraction of the steps, for (SentenceTransformer)TrainingArguments without a deprecated
     argument: transformers >= 5 takes the fraction as a float ``warmup_steps`` (``warmup_ratio`` is deprecated
@@ -34,7 +42,8 @@ def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_di
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
         SentenceTransformerTrainingArguments
 
-    model = SentenceTransformer(model_path, device="cpu")
+    device = st_device()
+    model = SentenceTransformer(model_path, device=device)
     model.max_seq_length = max_length
     losses = _losses()
     loss = (losses.CachedMultipleNegativesRankingLoss(model, scale=1 / temperature, mini_batch_size=mini_batch_size)
@@ -43,8 +52,8 @@ def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_di
     args = SentenceTransformerTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=lr,
         **warmup_arguments(warmup_ratio), seed=seed, data_seed=seed, save_strategy="no", report_to="none",
-        logging_steps=max(1, max_steps // 10), dataloader_drop_last=True, use_cpu=True,
-        disable_tqdm=True)
+        logging_steps=max(1, max_steps // 10), dataloader_drop_last=True,
+        use_cpu=device == "cpu", disable_tqdm=True)
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss,
                                callbacks=callbacks).train()
     model.max_seq_length = eval_max_length
