@@ -16,6 +16,7 @@ Prints ``name=value`` lines. Run it alone: two cores under load read several tim
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -36,9 +37,8 @@ BASELINES = ("mnrl", "cached_mnrl", "gist")
 
 def textmoco_step_s(args, pairs, out: str, **train_options) -> float:
     objective, queue, train = configs_from_args(args)
-    train.output_dir, train.max_steps, train.progress, train.save_every = out, args.steps + 1, False, None
-    for name, value in train_options.items():
-        setattr(train, name, value)
+    train = dataclasses.replace(train, output_dir=out, max_steps=args.steps + 1, progress=False, save_every=None,
+                                **train_options)
     torch.manual_seed(0)
     trainer = recipe.build_trainer(args, objective, queue, train, pairs, recipe.load_encoder(args))
     trainer.save = lambda: None

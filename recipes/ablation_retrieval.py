@@ -35,7 +35,8 @@ def baseline_cells(budget: list[str], textmoco_steps: int = 100) -> dict[str, li
         name, _, steps = item.partition("=")
         if name not in ("mnrl", "cached_mnrl", "gist") or not steps.isdigit():
             raise SystemExit(f"error: --baseline_steps {item!r}: expected mnrl|cached_mnrl|gist=STEPS")
-        cells[f"ST {name}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = ["--baseline", name, "--max_steps", steps]
+        cell = f"ST {name}, {steps} steps (= textmoco's {textmoco_steps} in time)"
+        cells[cell] = ["--baseline", name, "--max_steps", steps]
     return cells
 
 

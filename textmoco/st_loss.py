@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .config import ObjectiveConfig
+from .config import KEY_MODES, ObjectiveConfig
 from .export import PAPER_BIBTEX
 from .losses import compute_loss_from_embeddings, stats_to_floats
 from .momentum_contrast import STATE_FILE, MomentumContrast
@@ -147,8 +147,8 @@ class TextMoCoLoss(nn.Module):
                                          top_fraction=top_fraction, min_similarity=min_similarity,
                                          n_random=n_random, id_guard=id_guard, guard_threshold=guard_threshold,
                                          filter_warmup_steps=filter_warmup_steps, batch_negatives=batch_negatives)
-        if key_mode not in ("train", "eval"):
-            raise ValueError(f"key_mode={key_mode!r} is invalid: must be 'train' or 'eval'")
+        if key_mode not in KEY_MODES:  # the same choices as TrainConfig.key_mode
+            raise ValueError(f"key_mode={key_mode!r} is invalid: must be one of {', '.join(map(repr, KEY_MODES))}")
         self.key_mode = key_mode
         self.model = model
         self.key_model = copy.deepcopy(model)
