@@ -29,14 +29,15 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.baselines import st_device, warmup_arguments
+from textmoco.baselines import warmup_arguments
 from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read_articles, retrieval_splits,
                                      retrieval_task)
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
 from textmoco.guide import build_guide
-from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run, write_results
+from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, st_device, start_run,
+                           write_results)
 from textmoco.trainer import MoCoTrainer, check_dataset_size
 
 REPO = Path(__file__).resolve().parents[1]

@@ -288,17 +288,19 @@ def test_baseline_training_arguments_use_no_deprecated_argument(tmp_path):
             "warmup_arguments(", ""), path
 
 
-def test_sentence_transformers_baselines_train_on_the_gpu_when_there_is_one(monkeypatch):
-    """The side-by-side benchmarks compare textmoco (Accelerate: the GPU whenever there is one) with the baselines:
-    those must not be pinned to the CPU (a GPU run of bench_text.py once timed MNRL on the CPU)."""
+def test_sentence_transformers_models_run_on_the_trainers_device(monkeypatch):
+    """The side-by-side benchmarks compare textmoco (Accelerate's device) with the sentence-transformers baselines:
+    those must run where Accelerate puts textmoco — not pinned to the CPU (a GPU run of bench_text.py once timed MNRL
+    on the CPU), and not on the GPU when Accelerate was told to use the CPU (``ACCELERATE_USE_CPU``)."""
     import torch
+    from accelerate import Accelerator
 
-    from textmoco.baselines import st_device
+    from textmoco import runs
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert st_device() == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert st_device() == "cpu"
+    assert runs.st_device() == str(Accelerator().device)  # this machine: the CPU
+    for device in (torch.device("cuda", 1), torch.device("cpu")):  # whatever the process state says, not cuda's
+        monkeypatch.setattr(runs, "process_state", lambda d=device: type("State", (), {"device": d})())
+        assert runs.st_device() == str(device)
     for path in (REPO / "textmoco" / "baselines.py", REPO / "recipes" / "train_retrieval.py"):
         source = path.read_text()
         assert "use_cpu=True" not in source and 'device="cpu"' not in source, path

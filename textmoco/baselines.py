@@ -13,14 +13,6 @@ def _losses():
     return losses
 
 
-def st_device() -> str:
-    """Where the sentence-transformers baselines train: the GPU whenever there is one (textmoco's runs take it too,
-    through Accelerate), else the CPU — so a side-by-side timing compares the same device."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def warmup_arguments(ratio: float) -> dict:
     """The LR warm-up as a fraction of the steps, for (SentenceTransformer)TrainingArguments without a deprecated
     argument: transformers >= 5 takes the fraction as a float ``warmup_steps`` (``warmup_ratio`` is deprecated
@@ -41,6 +33,8 @@ def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_di
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
         SentenceTransformerTrainingArguments
+
+    from .runs import st_device
 
     device = st_device()
     model = SentenceTransformer(model_path, device=device)

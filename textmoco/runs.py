@@ -56,6 +56,14 @@ def process_state():
     return PartialState(cpu=cpu)
 
 
+def st_device() -> str:
+    """Where a sentence-transformers model of this process runs (the in-batch baselines, a model evaluated by path):
+    the device of :func:`process_state`, the one :class:`~textmoco.trainer.MoCoTrainer`'s ``Accelerator`` trains
+    on — the GPU whenever there is one, the CPU under ``ACCELERATE_USE_CPU`` — so a side-by-side timing compares
+    the same device."""
+    return str(process_state().device)
+
+
 def start_run(args: argparse.Namespace, save_config: bool = True):
     """Validate everything before any file is written: the configs (ValueError on bad values), the Hub options and
     the output directory. Returns (objective, queue, train, checkpoint to resume or None); the main process saves

@@ -57,7 +57,7 @@ def as_sentence_transformer(model: Any):
     if isinstance(model, SentenceTransformer):
         return model
     if isinstance(model, (str, os.PathLike)):
-        from ..baselines import st_device
+        from ..runs import st_device
 
         return SentenceTransformer(str(model), device=st_device())
     if hasattr(model, "export"):
