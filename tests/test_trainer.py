@@ -377,8 +377,67 @@ def test_query_keys_are_detached_query_outputs():
 
 
 def test_key_encoder_choice_is_checked():
-    with pytest.raises(ValueError, match="key_encoder='ema'.*'momentum', 'query'"):
+    with pytest.raises(ValueError, match="key_encoder='ema'.*'momentum', 'query', 'momentum_a'"):
         TrainConfig(key_encoder="ema")
+
+
+# ---------------------------------------------------------------------------------- key_encoder='momentum_a'
+def test_momentum_a_keys_view_a_with_the_copy_and_view_b_with_the_query_pass():
+    """k (view b, queued) = the query pass of view b, detached; k_a = the EMA copy's pass of the same view a the
+    queries saw (the copy made different here, so the two sources cannot be confused); one key pass only."""
+    torch.manual_seed(0)
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_b_from_query=True)
+    with torch.no_grad():
+        for p in model.key.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    seen = []
+    model.key.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    out = model(torch.stack(data(4)))
+    assert len(seen) == 1 and not out.k.requires_grad and not out.k_a.requires_grad and out.q_b.requires_grad
+    assert torch.equal(out.k, out.q_b.detach())
+    with torch.no_grad():
+        assert torch.equal(out.k_a, model.key(seen[0]))
+        assert torch.allclose(out.q, model.query(seen[0]))  # the same view a
+        assert not torch.allclose(out.k_a, out.q, atol=1e-2)
+
+
+def test_momentum_a_run_equals_query_keys_at_momentum_zero_and_keeps_its_momentum(tmp_path):
+    """With the EMA held at 0 the copy equals the query encoder, so 'momentum_a' must equal 'query' (losses,
+    queue, weights); with momentum 0.99 the copy lags (the configured momentum is used, not 0) and the queue holds
+    the query passes of view b, not the copy's keys of the 'momentum' run."""
+    def run(out, **kw):
+        torch.manual_seed(0)
+        model, calls = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True), []
+        model.key.register_forward_hook(lambda *a: calls.append(1))
+        t = MoCoTrainer(model, data(), full_objective(dual_mode="symmetric"), QueueConfig(size=20),
+                        TrainConfig(output_dir=str(out), batch_size=8, max_steps=6, lr=1e-2, progress=False, **kw))
+        t.fit()
+        return t, [r["loss"] for r in read_metrics(out)], calls
+
+    a, loss_a, _ = run(tmp_path / "a", key_encoder="query")
+    b, loss_b, calls = run(tmp_path / "b", key_encoder="momentum_a", momentum=0.0, momentum_schedule="constant")
+    assert b.unwrapped.key_b_from_query and not b.unwrapped.key_from_query and len(calls) == 6
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert torch.allclose(a.queue.keys, b.queue.keys, atol=1e-5) and torch.equal(a.queue.ids, b.queue.ids)
+    for x, y in zip(a.unwrapped.query.state_dict().values(), b.unwrapped.query.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-5)
+    c, _, _ = run(tmp_path / "c", key_encoder="momentum_a", momentum=0.99, momentum_schedule="constant")
+    assert all(r["momentum"] == 0.99 for r in read_metrics(tmp_path / "c"))
+    query, key = c.unwrapped.query.state_dict(), c.unwrapped.key.state_dict()
+    assert any(not torch.allclose(query[n], key[n], atol=1e-3) for n in query)
+    d, _, _ = run(tmp_path / "d", key_encoder="momentum", momentum=0.99, momentum_schedule="constant")
+    assert not torch.allclose(c.queue.keys, d.queue.keys, atol=1e-3)
+
+
+def test_momentum_a_needs_the_symmetric_mode(tmp_path):
+    from textmoco.cli import build_parser, configs_from_args, parse_args
+
+    parser = build_parser("test")
+    with pytest.raises(ValueError, match="key_encoder='momentum_a'.*dual_mode='weighted'.*--dual_mode symmetric"):
+        make_trainer(tmp_path, max_steps=1, key_encoder="momentum_a")
+    with pytest.raises(ValueError, match="key_encoder='momentum_a'.*dual_mode='weighted'"):
+        configs_from_args(parse_args(parser, ["--key_encoder", "momentum_a", "--dual_mode", "weighted"]))
+    configs_from_args(parse_args(parser, ["--key_encoder", "momentum_a", "--dual_mode", "symmetric"]))
 
 
 # ---------------------------------------------------------------------------------- key_mode='eval'

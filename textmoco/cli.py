@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .config import ObjectiveConfig, QueueConfig, TrainConfig
+from .config import ObjectiveConfig, QueueConfig, TrainConfig, check_together
 
 # dataclass -> prefix of its CLI names (queue fields become --queue_size / --queue_dtype)
 SECTIONS = ((ObjectiveConfig, "", "objective (METHOD.md)"), (QueueConfig, "queue_", "negative queue"),
@@ -186,6 +186,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ObjectiveConfig, QueueC
     out = []
     for cls, prefix, _ in SECTIONS:
         out.append(cls(**{f.name: values[prefix + f.name] for f in dataclasses.fields(cls)}))
+    check_together(out[0], out[2])
     return tuple(out)  # type: ignore[return-value]
 
 

@@ -59,11 +59,16 @@ class MoCoModel(nn.Module):
     (k = q_b, k_a = q), so a step costs two encoder passes instead of four; they differ from a separate key pass
     only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy).
 
+    ``key_b_from_query=True`` (``TrainConfig.key_encoder='momentum_a'``, needs ``symmetric``): only view b's keys come
+    from the query pass of view b, detached (k = q_b); view a's keys come from the EMA copy as in MoCo. A step runs
+    three encoder passes, the no-grad one on view a — for pairs the anchors, typically short queries, while the
+    long positives get no extra pass.
+
     ``key_train_mode=False`` (``TrainConfig.key_mode='eval'``, set by the trainer): the key passes run in eval mode
     (no dropout, BatchNorm running statistics) while the model trains."""
 
     def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False,
-                 key_from_query: bool = False, key_train_mode: bool = True):
+                 key_from_query: bool = False, key_train_mode: bool = True, key_b_from_query: bool = False):
         super().__init__()
         self.query = QueryBranch(encoder, head)
         self.key = copy.deepcopy(self.query)
@@ -71,6 +76,7 @@ class MoCoModel(nn.Module):
             p.requires_grad_(False)
         self.symmetric = symmetric
         self.key_from_query = key_from_query
+        self.key_b_from_query = key_b_from_query
         self.key_train_mode = key_train_mode
 
     @property
@@ -83,15 +89,17 @@ class MoCoModel(nn.Module):
         neg_view = explicit(inputs) if explicit is not None else None
         q = self.query(view_a)
         k_neg = None
-        reuse = self.symmetric and self.key_from_query
+        reuse = self.symmetric and (self.key_from_query or self.key_b_from_query)  # view b's keys = its query pass
         q_b = self.query(view_b) if reuse else None
         with torch.no_grad():
             self.key.train(self.training and self.key_train_mode)
             k = q_b.detach() if reuse else self.key(view_b)
             if neg_view is not None:
                 k_neg = self.key(neg_view).view(k.shape[0], -1, k.shape[-1])
+            if reuse:
+                k_a = q.detach() if self.key_from_query else self.key(view_a)
         if reuse:
-            return MoCoOutput(q, k, q_b, q.detach(), k_neg)
+            return MoCoOutput(q, k, q_b, k_a, k_neg)
         if not self.symmetric:
             return MoCoOutput(q, k, k_neg=k_neg)
         q_b = self.query(view_b)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpointing, distributed
-from .config import ObjectiveConfig, QueueConfig, TrainConfig
+from .config import ObjectiveConfig, QueueConfig, TrainConfig, check_together
 from .encoders.base import move_to_device
 from .losses import Guide, compute_loss_from_embeddings
 from .model import MoCoModel
@@ -83,6 +83,7 @@ class MoCoTrainer:
         if objective.guide_threshold is not None and guide is None:
             raise ValueError(f"guide_threshold={objective.guide_threshold} needs the guide's embeddings of the "
                              "training data: pass guide=textmoco.guide.build_guide(...) (the recipes do)")
+        check_together(objective, train)
         if objective.dual_mode == "symmetric" and not model.symmetric:
             raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
         self.objective, self.queue_cfg, self.cfg = objective, queue, train
@@ -108,7 +109,9 @@ class MoCoTrainer:
         self.streaming = is_streaming(loader.dataset)
         self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
         # key_encoder='query': momentum held at 0 (the copy = the query encoder); symmetric steps reuse the query passes
+        # ('momentum_a': only view b's keys come from its query pass; view a's from the EMA copy)
         model.key_from_query = train.key_encoder == "query"
+        model.key_b_from_query = train.key_encoder == "momentum_a"
         model.key_train_mode = train.key_mode == "train"
         momentum, momentum_schedule = (0.0, "constant") if model.key_from_query else \
             (train.momentum, train.momentum_schedule)
