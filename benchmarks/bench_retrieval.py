@@ -1,7 +1,7 @@
 """Seconds per optimizer step of the retrieval recipe's textmoco objective and of sentence-transformers' MNRL,
 CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs, measured side by side in one run,
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
-baseline's); the textmoco run uses ``--key_encoder`` and ``--key_mode`` as given, and the other key encoder and
+baseline's); the textmoco run uses ``--key_encoder`` and ``--key_mode`` as given, and the other key encoders and
 the other key mode are timed beside it (``s_per_step_textmoco_key_encoder_<other>``,
 ``s_per_step_textmoco_key_mode_<other>``). The ablation of results/ablation_retrieval.md gives each baseline
 that many steps, so the comparison at equal wall time does not depend on how loaded the machine was while each run
@@ -30,6 +30,7 @@ import train_retrieval as recipe  # noqa: E402
 from bench_text import median_interval, step_clock  # noqa: E402
 
 from textmoco.cli import configs_from_args  # noqa: E402
+from textmoco.config import KEY_ENCODERS  # noqa: E402
 from textmoco.data.retrieval import read_articles, retrieval_splits  # noqa: E402
 
 BASELINES = ("mnrl", "cached_mnrl", "gist")
@@ -66,8 +67,9 @@ def main(argv=None) -> None:
     pairs = recipe.training_data(args, articles, retrieval_splits(articles)["train"], seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         steps = {"textmoco": textmoco_step_s(args, pairs, f"{tmp}/tm")}
-        other = "query" if args.key_encoder == "momentum" else "momentum"
-        steps[f"textmoco_key_encoder_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", key_encoder=other)
+        for other in [name for name in KEY_ENCODERS if name != args.key_encoder]:
+            steps[f"textmoco_key_encoder_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}",
+                                                                     key_encoder=other)
         other = "eval" if args.key_mode == "train" else "train"
         steps[f"textmoco_key_mode_{other}"] = textmoco_step_s(args, pairs, f"{tmp}/tm-{other}", key_mode=other)
         for name in BASELINES:
