@@ -5,9 +5,12 @@ article's short description, relevant = every article with exactly that descript
 ``title + ". " + extract``. TEST = the articles on lines whose 0-based index is divisible by 5: never trained on
 (no pairs, no crops). DEV = every 10th of the other lines (for tuning: ``--eval_split dev``); TRAIN = the rest.
 
-    --mode pairs   supervised: (description, title. extract) pairs of the TRAIN articles; the query encoder
-                   encodes the description, the momentum encoder the article (queued); the sample id is the
-                   description, so articles sharing it are never each other's negatives.
+    --mode pairs   supervised: (description, title. extract) pairs of the TRAIN articles, symmetric: the query
+                   encoder encodes both; each description is ranked against its article's key and the queue of
+                   articles, each article against its description's key (from the momentum encoder) and the
+                   queue; the articles' keys, which are queued, are their query passes, detached
+                   (--key_encoder momentum_a; `momentum` = MoCo's extra momentum pass over the articles). The
+                   sample id is the description, so articles sharing it are never each other's negatives.
     --mode crops   unsupervised (Contriever): two random 10-50 % word spans of each TRAIN article.
     --guide_threshold T   the start model as false-negative guard (its embeddings of each training pair / article,
                    computed once before training at --max_length).
@@ -54,9 +57,13 @@ DEFAULT_ARTICLES = REPO.parent / "shared" / "data" / "wiki-vital" / "articles.js
 # crops keep momentum 0.995: at 0.9 they scored 63.45 +- 0.61 on TEST against 64.63 +- 0.87 (seeds 0-2, lower on
 # every seed; results/ablation_retrieval.md) — hence a default per mode (MODE_MOMENTUM) when --momentum is not given
 MODE_MOMENTUM = {"pairs": 0.9, "crops": 0.995}
-RETRIEVAL_DEFAULTS = {"temperature": 0.05, "momentum": None, "lr": 5e-5, "batch_size": 32, "max_steps": 100,
-                      "queue_size": 4096, "dual_mode": "symmetric", "selection": "none", "guard_threshold": None,
-                      "output_dir": "outputs/retrieval"}
+# pairs: the articles' keys from the query encoder's own pass, the descriptions' from the EMA copy (momentum_a) — no
+# extra pass over the long articles, so a step costs ~2/3 of the EMA-keys step (bench_retrieval.py), and DEV nDCG@10
+# 82.41 vs 81.98 at 100 steps (seed 0); TEST in results/ablation_retrieval.md. Crops keep MoCo's EMA keys.
+MODE_KEY_ENCODER = {"pairs": "momentum_a", "crops": "momentum"}
+RETRIEVAL_DEFAULTS = {"temperature": 0.05, "momentum": None, "key_encoder": None, "lr": 5e-5, "batch_size": 32,
+                      "max_steps": 100, "queue_size": 4096, "dual_mode": "symmetric", "selection": "none",
+                      "guard_threshold": None, "output_dir": "outputs/retrieval"}
 
 
 def default_model() -> str:
@@ -87,13 +94,18 @@ def get_parser():
     add_bool_argument(g, "--bm25", help="also report BM25 (bm25s) on the evaluation split")
     add_run_arguments(parser)
     parser._option_string_actions["--momentum"].help += " (default here: 0.9 for --mode pairs, 0.995 for crops)"
+    parser._option_string_actions["--key_encoder"].help += (" (default here: momentum_a for --mode pairs, momentum "
+                                                             "for crops)")
     return parser
 
 
 def apply_mode_defaults(args):
-    """Fill what depends on ``--mode`` and was not given: the momentum (MODE_MOMENTUM). Returns ``args``."""
+    """Fill what depends on ``--mode`` and was not given: the momentum (MODE_MOMENTUM) and the key encoder
+    (MODE_KEY_ENCODER). Returns ``args``."""
     if args.momentum is None:
         args.momentum = MODE_MOMENTUM[args.mode]
+    if args.key_encoder is None:
+        args.key_encoder = MODE_KEY_ENCODER[args.mode]
     return args
 
 

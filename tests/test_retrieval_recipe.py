@@ -70,7 +70,8 @@ def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_p
     emb = SentenceTransformer(str(out), device="cpu").encode(["planet number 3"])
     assert emb.shape == (1, 32)
     saved = json.loads((out / "textmoco_config.json").read_text())
-    assert saved["momentum"] == {"pairs": 0.9, "crops": 0.995}[mode]  # the per-mode default reached the run
+    assert saved["momentum"] == {"pairs": 0.9, "crops": 0.995}[mode]  # the per-mode defaults reached the run
+    assert saved["key_encoder"] == {"pairs": "momentum_a", "crops": "momentum"}[mode]
 
 
 def test_momentum_default_depends_on_the_mode_unless_given():
@@ -79,6 +80,15 @@ def test_momentum_default_depends_on_the_mode_unless_given():
     parse = lambda *a: recipe.apply_mode_defaults(parse_args(recipe.get_parser(), list(a))).momentum  # noqa: E731
     assert (parse(), parse("--mode", "pairs"), parse("--mode", "crops")) == (0.9, 0.9, 0.995)
     assert parse("--mode", "crops", "--momentum", "0.5") == 0.5 and parse("--momentum", "0.99") == 0.99
+
+
+def test_key_encoder_default_depends_on_the_mode_unless_given():
+    from textmoco.cli import parse_args
+
+    parse = lambda *a: recipe.apply_mode_defaults(parse_args(recipe.get_parser(), list(a))).key_encoder  # noqa: E731
+    assert (parse(), parse("--mode", "pairs"), parse("--mode", "crops")) == ("momentum_a", "momentum_a", "momentum")
+    assert parse("--key_encoder", "momentum") == "momentum" and parse("--mode", "crops", "--key_encoder",
+                                                                      "query") == "query"
 
 
 def test_ablation_baseline_options_are_checked():
