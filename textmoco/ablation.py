@@ -121,6 +121,8 @@ RETRIEVAL_ABLATION: dict[str, list[str]] = {
     # copy: a step costs 1.185x MNRL's (bench_retrieval.py, 2 threads), so 134 steps take as long as MNRL's 159
     "key_encoder momentum_a, 134 steps (= MNRL's 159 in time)": ["--momentum", "0.9", "--key_encoder", "momentum_a",
                                                                 "--max_steps", "134"],
+    "crops, key_encoder momentum_a (view b's crop keys from the query pass)": ["--mode", "crops", "--key_encoder",
+                                                                              "momentum_a"],
     "recipe default since the ninth session (key_encoder momentum_a, momentum 0.9, 100 steps)": [
         "--momentum", "0.9", "--key_encoder", "momentum_a"],
 }
