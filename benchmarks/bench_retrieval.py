@@ -3,9 +3,9 @@ CachedMNRL and GISTEmbedLoss on the same wiki-vital (description, article) pairs
 and the equal-time step budgets that follow: ``equal_time_steps_<name>`` = textmoco's steps x (its s/step / the
 baseline's); the textmoco run uses ``--key_encoder`` (default: the recipe's pairs default, ``momentum_a``) and
 ``--key_mode`` as given, and the other key encoders and the other key mode are timed beside it
-(``s_per_step_textmoco_key_encoder_<other>``, ``s_per_step_textmoco_key_mode_<other>``). The ablation of results/ablation_retrieval.md gives each baseline
-that many steps, so the comparison at equal wall time does not depend on how loaded the machine was while each run
-trained.
+(``s_per_step_textmoco_key_encoder_<other>``, ``s_per_step_textmoco_key_mode_<other>``). The ablation of
+results/ablation_retrieval.md gives each baseline that many steps, so the comparison at equal wall time does not
+depend on how loaded the machine was while each run trained.
 
 Any option of recipes/train_retrieval.py passes through (batch size, lengths, objective), e.g.
 

@@ -14,10 +14,10 @@ import json
 import sys
 from argparse import RawDescriptionHelpFormatter
 
-from textmoco.runs import st_device
 from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.evaluation.sts import evaluate_sts
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
+from textmoco.runs import st_device
 from textmoco.runs import rounded
 
 

@@ -184,7 +184,7 @@ def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, see
             if args.max_time_s and time.time() - self.start >= args.max_time_s:
                 control.should_training_stop = True
 
-    device = st_device()  # the GPU whenever there is one, as textmoco's runs
+    device = st_device()  # where Accelerate puts textmoco's runs
     model = SentenceTransformer(start_model, device=device)
     model.max_seq_length = args.max_length
     scale = 1 / args.temperature
