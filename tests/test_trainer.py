@@ -357,7 +357,7 @@ def test_query_keys_equal_a_momentum_zero_run(tmp_path):
     calls = []
     a, loss_a = run(tmp_path / "a", key_encoder="momentum", momentum=0.0, momentum_schedule="constant")
     b, loss_b = run(tmp_path / "b", calls, key_encoder="query", momentum=0.99)  # momentum ignored
-    assert calls == [] and a.unwrapped.key_from_query is False and b.unwrapped.key_from_query is True
+    assert calls == [] and a.unwrapped.key_source == "momentum" and b.unwrapped.key_source == "query"
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
     assert torch.allclose(a.queue.keys, b.queue.keys, atol=1e-5) and torch.equal(a.queue.ids, b.queue.ids)
     for x, y in zip(a.unwrapped.state_dict().values(), b.unwrapped.state_dict().values()):
@@ -370,7 +370,7 @@ def test_query_keys_equal_a_momentum_zero_run(tmp_path):
 
 def test_query_keys_are_detached_query_outputs():
     torch.manual_seed(0)
-    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_from_query=True)
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_source="query")
     out = model(torch.stack(data(4)))
     assert out.q.requires_grad and out.q_b.requires_grad and not out.k.requires_grad and not out.k_a.requires_grad
     assert torch.equal(out.k, out.q_b.detach()) and torch.equal(out.k_a, out.q.detach())
@@ -381,12 +381,18 @@ def test_key_encoder_choice_is_checked():
         TrainConfig(key_encoder="ema")
 
 
+def test_unknown_key_source_is_named():
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16), symmetric=True, key_source="ema")
+    with pytest.raises(ValueError, match=r"key_source='ema'; expected one of momentum, query, momentum_a"):
+        model(torch.stack(data(4)))
+
+
 # ---------------------------------------------------------------------------------- key_encoder='momentum_a'
 def test_momentum_a_keys_view_a_with_the_copy_and_view_b_with_the_query_pass():
     """k (view b, queued) = the query pass of view b, detached; k_a = the EMA copy's pass of the same view a the
     queries saw (the copy made different here, so the two sources cannot be confused); one key pass only."""
     torch.manual_seed(0)
-    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_b_from_query=True)
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True, key_source="momentum_a")
     with torch.no_grad():
         for p in model.key.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -416,7 +422,7 @@ def test_momentum_a_run_equals_query_keys_at_momentum_zero_and_keeps_its_momentu
 
     a, loss_a, _ = run(tmp_path / "a", key_encoder="query")
     b, loss_b, calls = run(tmp_path / "b", key_encoder="momentum_a", momentum=0.0, momentum_schedule="constant")
-    assert b.unwrapped.key_b_from_query and not b.unwrapped.key_from_query and len(calls) == 6
+    assert b.unwrapped.key_source == "momentum_a" and len(calls) == 6
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
     assert torch.allclose(a.queue.keys, b.queue.keys, atol=1e-5) and torch.equal(a.queue.ids, b.queue.ids)
     for x, y in zip(a.unwrapped.query.state_dict().values(), b.unwrapped.query.state_dict().values()):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import KEY_ENCODERS
 from .encoders.base import EncoderAdapter
 from .momentum import ema_update
 
@@ -54,29 +55,27 @@ class MoCoModel(nn.Module):
     """The whole method's model side. encoder: any ``EncoderAdapter`` producing (B, D); head: optional module
     (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a).
 
-    ``key_from_query=True`` (``TrainConfig.key_encoder='query'``; the trainer sets it and holds the momentum at 0, so
-    the key copy always equals the query encoder): with ``symmetric`` the keys are the two query passes, detached
+    ``key_source`` (one of ``config.KEY_ENCODERS``; the trainer sets it from ``TrainConfig.key_encoder``):
+    ``'momentum'`` (MoCo): every key from the EMA copy. ``'query'`` (the trainer holds the momentum at 0, so the
+    copy always equals the query encoder): with ``symmetric`` the keys are the two query passes, detached
     (k = q_b, k_a = q), so a step costs two encoder passes instead of four; they differ from a separate key pass
-    only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy).
-
-    ``key_b_from_query=True`` (``TrainConfig.key_encoder='momentum_a'``, needs ``symmetric``): only view b's keys come
-    from the query pass of view b, detached (k = q_b); view a's keys come from the EMA copy as in MoCo. A step runs
-    three encoder passes, the no-grad one on view a — for pairs the anchors, typically short queries, while the
-    long positives get no extra pass.
+    only in the dropout mask. Without ``symmetric`` the key pass still runs (on the copy). ``'momentum_a'`` (needs
+    ``symmetric``): only view b's keys come from the query pass of view b, detached (k = q_b); view a's keys come
+    from the EMA copy as in MoCo. A step runs three encoder passes, the no-grad one on view a — for pairs the
+    anchors, typically short queries, while the long positives get no extra pass.
 
     ``key_train_mode=False`` (``TrainConfig.key_mode='eval'``, set by the trainer): the key passes run in eval mode
     (no dropout, BatchNorm running statistics) while the model trains."""
 
     def __init__(self, encoder: EncoderAdapter, head: Optional[nn.Module] = None, symmetric: bool = False,
-                 key_from_query: bool = False, key_train_mode: bool = True, key_b_from_query: bool = False):
+                 key_source: str = "momentum", key_train_mode: bool = True):
         super().__init__()
         self.query = QueryBranch(encoder, head)
         self.key = copy.deepcopy(self.query)
         for p in self.key.parameters():
             p.requires_grad_(False)
         self.symmetric = symmetric
-        self.key_from_query = key_from_query
-        self.key_b_from_query = key_b_from_query
+        self.key_source = key_source
         self.key_train_mode = key_train_mode
 
     @property
@@ -89,7 +88,9 @@ class MoCoModel(nn.Module):
         neg_view = explicit(inputs) if explicit is not None else None
         q = self.query(view_a)
         k_neg = None
-        reuse = self.symmetric and (self.key_from_query or self.key_b_from_query)  # view b's keys = its query pass
+        if self.key_source not in KEY_ENCODERS:
+            raise ValueError(f"key_source={self.key_source!r}; expected one of {', '.join(KEY_ENCODERS)}")
+        reuse = self.symmetric and self.key_source != "momentum"  # view b's keys = its query pass
         q_b = self.query(view_b) if reuse else None
         with torch.no_grad():
             self.key.train(self.training and self.key_train_mode)
@@ -97,7 +98,7 @@ class MoCoModel(nn.Module):
             if neg_view is not None:
                 k_neg = self.key(neg_view).view(k.shape[0], -1, k.shape[-1])
             if reuse:
-                k_a = q.detach() if self.key_from_query else self.key(view_a)
+                k_a = q.detach() if self.key_source == "query" else self.key(view_a)
         if reuse:
             return MoCoOutput(q, k, q_b, k_a, k_neg)
         if not self.symmetric:

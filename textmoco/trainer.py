@@ -124,10 +124,9 @@ class MoCoTrainer:
         self.guide = None if guide is None or objective.guide_threshold is None else guide.to(self.accelerator.device)
         # key_encoder='query': momentum held at 0 (the copy = the query encoder); symmetric steps reuse the query passes
         # ('momentum_a': only view b's keys come from its query pass; view a's from the EMA copy)
-        model.key_from_query = train.key_encoder == "query"
-        model.key_b_from_query = train.key_encoder == "momentum_a"
+        model.key_source = train.key_encoder
         model.key_train_mode = train.key_mode == "train"
-        momentum, momentum_schedule = (0.0, "constant") if model.key_from_query else \
+        momentum, momentum_schedule = (0.0, "constant") if train.key_encoder == "query" else \
             (train.momentum, train.momentum_schedule)
         if world > 1 and train.sync_batchnorm:  # before prepare/MomentumContrast: both branches, state kept
             distributed.convert_sync_batchnorm(model)
