@@ -125,6 +125,9 @@ RETRIEVAL_ABLATION: dict[str, list[str]] = {
                                                                               "momentum_a"],
     "recipe default since the ninth session (key_encoder momentum_a, momentum 0.9, 100 steps)": [
         "--momentum", "0.9", "--key_encoder", "momentum_a"],
+    # the longer horizon with the current default (tenth session; MNRL's equal time: --baseline_steps mnrl=330)
+    "recipe default (key_encoder momentum_a), 300 steps": ["--momentum", "0.9", "--key_encoder", "momentum_a",
+                                                           "--max_steps", "300"],
 }
 # the cells ran at momentum 0.995 (the recipe's default then; 0.9 since, chosen from this table and the DEV split)
 # and with the EMA copy's keys (key_encoder momentum; the pairs default is momentum_a since the ninth session)
