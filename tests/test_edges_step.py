@@ -244,7 +244,7 @@ def test_scaler_decision_alone_holds_ema_and_queue(tmp_path, monkeypatch):
     assert seen[3][1] == 16
 
 
-def test_optimizer_is_fused_unless_a_scaler_must_see_its_skips(tmp_path):
+def test_optimizer_is_fused_unless_a_scaler_must_see_its_skips(tmp_path, monkeypatch):
     """Without a gradient scaler the trainer's AdamW is torch's fused one and trains like the per-tensor AdamW (the
     same run, weights equal up to rounding); with a scaler (Accelerate's fp16) it is the per-tensor one, whose
     skipped step Accelerate can detect (a fused step would skip inside the kernel: EMA and queue would move)."""
@@ -255,9 +255,9 @@ def test_optimizer_is_fused_unless_a_scaler_must_see_its_skips(tmp_path):
     acc.scaler = torch.amp.GradScaler("cpu")
     u = make_trainer(tmp_path / "scaled", max_steps=4, accelerator=acc)
     assert not u.optimizer.optimizer.defaults["fused"]
+    unfused_optimizer(monkeypatch)
     ref = make_trainer(tmp_path / "plain", max_steps=4)
-    ref.optimizer.optimizer.param_groups[0]["fused"] = ref.optimizer.optimizer.param_groups[1]["fused"] = False
-    ref.optimizer.optimizer._step_supports_amp_scaling = False
+    assert not ref.optimizer.optimizer.defaults["fused"]
     ref.fit()
     assert [r["loss"] for r in rows(tmp_path / "fused")] == pytest.approx([r["loss"] for r in rows(tmp_path / "plain")],
                                                                           rel=1e-5)
