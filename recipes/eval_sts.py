@@ -17,8 +17,7 @@ from argparse import RawDescriptionHelpFormatter
 from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.evaluation.sts import evaluate_sts
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
-from textmoco.runs import st_device
-from textmoco.runs import rounded
+from textmoco.runs import rounded, st_device
 
 
 def get_parser() -> OneLineErrorParser:

@@ -382,9 +382,8 @@ def test_key_encoder_choice_is_checked():
 
 
 def test_unknown_key_source_is_named():
-    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16), symmetric=True, key_source="ema")
     with pytest.raises(ValueError, match=r"key_source='ema'; expected one of momentum, query, momentum_a"):
-        model(torch.stack(data(4)))
+        MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16), symmetric=True, key_source="ema")
 
 
 # ---------------------------------------------------------------------------------- key_encoder='momentum_a'

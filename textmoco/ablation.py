@@ -102,6 +102,7 @@ STUDIES = {"ablation": TEXT_ABLATION, "defaults": DEFAULTS_STUDY, "selection": S
 _R_WARM = ["--filter_warmup_steps", "10"]
 _R_ONEWAY = ["--dual_mode", "weighted", "--dual_weight", "0"]
 _R_GUARDS = ["--id_guard", "true", "--guard_threshold", "0.9", "--guide_threshold", "0.8"]
+_R_PAIRS_DEFAULT = ["--momentum", "0.9", "--key_encoder", "momentum_a"]  # the pairs default since the ninth session
 RETRIEVAL_ABLATION: dict[str, list[str]] = {
     "plain MoCo (query enc. on descriptions, momentum enc. on articles)": _R_ONEWAY + _OFF,
     "+ dual-view (symmetric)": ["--dual_mode", "symmetric", "--dual_weight", "0.5"] + _OFF,
@@ -119,15 +120,12 @@ RETRIEVAL_ABLATION: dict[str, list[str]] = {
     "recipe default, 300 steps, queue 32768": ["--momentum", "0.9", "--max_steps", "300", "--queue_size", "32768"],
     # keys of the articles from the query pass (no extra pass on the long side), of the descriptions from the EMA
     # copy: a step costs 1.185x MNRL's (bench_retrieval.py, 2 threads), so 134 steps take as long as MNRL's 159
-    "key_encoder momentum_a, 134 steps (= MNRL's 159 in time)": ["--momentum", "0.9", "--key_encoder", "momentum_a",
-                                                                "--max_steps", "134"],
+    "key_encoder momentum_a, 134 steps (= MNRL's 159 in time)": _R_PAIRS_DEFAULT + ["--max_steps", "134"],
     "crops, key_encoder momentum_a (view b's crop keys from the query pass)": ["--mode", "crops", "--key_encoder",
                                                                               "momentum_a"],
-    "recipe default since the ninth session (key_encoder momentum_a, momentum 0.9, 100 steps)": [
-        "--momentum", "0.9", "--key_encoder", "momentum_a"],
+    "recipe default since the ninth session (key_encoder momentum_a, momentum 0.9, 100 steps)": _R_PAIRS_DEFAULT,
     # the longer horizon with the current default (tenth session; MNRL's equal time: --baseline_steps mnrl=330)
-    "recipe default (key_encoder momentum_a), 300 steps": ["--momentum", "0.9", "--key_encoder", "momentum_a",
-                                                           "--max_steps", "300"],
+    "recipe default (key_encoder momentum_a), 300 steps": _R_PAIRS_DEFAULT + ["--max_steps", "300"],
 }
 # the cells ran at momentum 0.995 (the recipe's default then; 0.9 since, chosen from this table and the DEV split)
 # and with the EMA copy's keys (key_encoder momentum; the pairs default is momentum_a since the ninth session)

@@ -79,6 +79,16 @@ class MoCoModel(nn.Module):
         self.key_train_mode = key_train_mode
 
     @property
+    def key_source(self) -> str:
+        return self._key_source
+
+    @key_source.setter
+    def key_source(self, value: str) -> None:  # checked once, where it is set (the constructor or the trainer)
+        if value not in KEY_ENCODERS:
+            raise ValueError(f"key_source={value!r}; expected one of {', '.join(KEY_ENCODERS)}")
+        self._key_source = value
+
+    @property
     def encoder(self) -> EncoderAdapter:
         return self.query.encoder
 
@@ -88,8 +98,6 @@ class MoCoModel(nn.Module):
         neg_view = explicit(inputs) if explicit is not None else None
         q = self.query(view_a)
         k_neg = None
-        if self.key_source not in KEY_ENCODERS:
-            raise ValueError(f"key_source={self.key_source!r}; expected one of {', '.join(KEY_ENCODERS)}")
         reuse = self.symmetric and self.key_source != "momentum"  # view b's keys = its query pass
         q_b = self.query(view_b) if reuse else None
         with torch.no_grad():
