@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_retrieval  # noqa: E402
 
-from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, run_cells, slug  # noqa: E402
+from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, merge_runs, run_cells, slug  # noqa: E402
 
 METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
 
@@ -51,7 +51,9 @@ def main(argv=None) -> None:
     parser.add_argument("--work_dir", default="outputs/ablation_retrieval", help="where the runs go")
     parser.add_argument("--out", default="results/ablation_retrieval.md", help="markdown table; the .json beside "
                         "it keeps finished runs, so a rerun only runs what is missing")
-    parser.add_argument("--merge", nargs="*", default=[], help="other JSON files of finished runs to include")
+    parser.add_argument("--merge", nargs="*", default=[], help="other JSON files of finished runs to "
+                        "include (made with the same options after --; a run with other options, or another run of "
+                        "the same cell and seed, is an error)")
     parser.add_argument("--table_only", action="store_true", help="run nothing: tabulate the finished runs")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
@@ -76,8 +78,7 @@ def main(argv=None) -> None:
         run_cells(names, args.seeds, run, json_path, extra)
     scores = json.loads(json_path.read_text()) if json_path.exists() else {}
     for other in args.merge:
-        for name, runs in json.loads(Path(other).read_text()).items():
-            scores.setdefault(name, {}).update(runs)
+        merge_runs(scores, json.loads(Path(other).read_text()), extra, source=other)
     json_path.write_text(json.dumps(scores, indent=2))
     start = json.loads((train_retrieval.REPO / "results" / "retrieval.json").read_text())
     header = ("wiki-vital description -> article, TEST split (1914 queries, 10,033 articles), x100, mean ± std over "

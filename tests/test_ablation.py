@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from textmoco.ablation import markdown_table, run_cells
+from textmoco.ablation import markdown_table, merge_runs, run_cells
 
 
 def fake_run(calls):
@@ -35,6 +35,21 @@ def test_run_cells_refuses_saved_runs_with_other_options(tmp_path):
         run_cells(["a"], [1], fake_run(calls), path, ["--max_steps", "20"])
     run_cells(["a"], [0, 1], fake_run(calls), tmp_path / "other.json", ["--max_steps", "20"])
     assert calls[1:] == [("a", 0), ("a", 1)]
+
+
+def test_merge_runs_keeps_one_setting_per_table(tmp_path):
+    """Merging another file's runs obeys run_cells' rule: same options, and no second run of a (cell, seed)."""
+    mine = run_cells(["a"], [0], fake_run([]), tmp_path / "mine.json", ["--max_steps", "10"])
+    theirs = run_cells(["a", "b"], [0, 1], fake_run([]), tmp_path / "theirs.json", ["--max_steps", "10"])
+    merged = merge_runs(json.loads(json.dumps(mine)), theirs, ["--max_steps", "10"])
+    assert sorted(merged) == ["a", "b"] and sorted(merged["a"]) == ["0", "1"] and merged["b"]["1"] == theirs["b"]["1"]
+    other = run_cells(["b"], [2], fake_run([]), tmp_path / "other.json", ["--max_steps", "20"])
+    with pytest.raises(ValueError, match=r"other.json holds 'b' seed 2 .*'20'.*'10'"):
+        merge_runs(mine, other, ["--max_steps", "10"], source="other.json")
+    changed = {"a": {"0": {**mine["a"]["0"], "acc": 0.1}}, "b": {"5": {"acc": 0.2, "options": ["--max_steps", "10"]}}}
+    with pytest.raises(ValueError, match="another 'a' seed 0 run"):
+        merge_runs(mine, changed, ["--max_steps", "10"])
+    assert sorted(mine) == ["a"] and sorted(mine["a"]) == ["0"]  # nothing added by a refused merge
 
 
 def test_markdown_table_mean_and_std(tmp_path):

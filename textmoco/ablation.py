@@ -163,6 +163,24 @@ def run_cells(names: list[str], seeds: list[int], run: Callable[[str, int], dict
     return scores
 
 
+def merge_runs(scores: dict, other: dict, options: Sequence[str] = (), source: str = "the merged file") -> dict:
+    """Add ``other``'s finished runs ({cell: {seed: run}}) to ``scores`` in place, under the rule ``run_cells``
+    keeps: every run must carry the table's ``options``, and a (cell, seed) both hold must be the same run. A
+    mismatch is a ValueError naming the cell, the seed and ``source``; nothing is added then. Returns ``scores``."""
+    options = list(options)
+    for name, runs in other.items():
+        for seed, run in runs.items():
+            if run.get("options") != options:
+                raise ValueError(f"{source} holds {name!r} seed {seed} run with options {run.get('options')} but "
+                                 f"this table has {options}: a table never mixes settings")
+            if seed in scores.get(name, {}) and scores[name][seed] != run:
+                raise ValueError(f"{source} holds another {name!r} seed {seed} run than this table; "
+                                 "keep one of them")
+    for name, runs in other.items():
+        scores.setdefault(name, {}).update(runs)
+    return scores
+
+
 def markdown_table(scores: dict, names: list[str], metrics: list[str], header: str, digits: int = 2,
                    scale: float = 1.0, extra_rows: Optional[dict[str, dict[str, float]]] = None) -> str:
     """One row per cell: per-seed values of the first metric and mean ± std of every metric."""
