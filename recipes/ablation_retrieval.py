@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_retrieval  # noqa: E402
 
-from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, merge_runs, run_cells, slug  # noqa: E402
+from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, merge_runs, paired_comparison, run_cells, slug  # noqa: E402
 
 METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
 
@@ -54,6 +54,9 @@ def main(argv=None) -> None:
     parser.add_argument("--merge", nargs="*", default=[], help="other JSON files of finished runs to "
                         "include (made with the same options after --; a run with other options, or another run of "
                         "the same cell and seed, is an error)")
+    parser.add_argument("--compare", nargs=2, metavar=("CELL_A", "CELL_B"), default=None,
+                        help="also print CELL_A against CELL_B on their common seeds: mean differences and a paired "
+                        "t-test per metric")
     parser.add_argument("--table_only", action="store_true", help="run nothing: tabulate the finished runs")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
@@ -90,6 +93,8 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(table)
+    if args.compare:
+        print(paired_comparison(scores, *args.compare, METRICS))
 
 
 if __name__ == "__main__":

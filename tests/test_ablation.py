@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from textmoco.ablation import markdown_table, merge_runs, run_cells
+from textmoco.ablation import markdown_table, merge_runs, paired_comparison, run_cells
 
 
 def fake_run(calls):
@@ -50,6 +50,22 @@ def test_merge_runs_keeps_one_setting_per_table(tmp_path):
     with pytest.raises(ValueError, match="another 'a' seed 0 run"):
         merge_runs(mine, changed, ["--max_steps", "10"])
     assert sorted(mine) == ["a"] and sorted(mine["a"]) == ["0"]  # nothing added by a refused merge
+
+
+def test_paired_comparison_against_the_closed_form():
+    """t = mean(d) / (sd(d) / sqrt(n)) over the common seeds' differences; a seed only one cell ran is left out."""
+    a = {"0": {"m": 80.9}, "1": {"m": 80.2}, "2": {"m": 80.2}, "3": {"m": 80.7}, "7": {"m": 99.0}}
+    b = {"0": {"m": 80.5}, "1": {"m": 80.4}, "2": {"m": 79.8}, "3": {"m": 79.3}}
+    diffs = [0.4, -0.2, 0.4, 1.4]
+    t = statistics.mean(diffs) / (statistics.stdev(diffs) / len(diffs) ** 0.5)
+    row = next(line for line in paired_comparison({"a": a, "b": b}, "a", "b", ["m"]).splitlines()
+               if line.startswith("| m |")).split(" | ")
+    assert row[1:6] == ["80.50", "80.00", f"{statistics.mean(diffs):+.2f}", "3 of 4", f"{t:.2f}"]
+    assert row[6].rstrip(" |") == "0.229"  # two-sided p of t = 1.5076 at 3 degrees of freedom (t tables: 0.2288)
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_comparison({"a": {"0": {"m": 1.0}}, "b": {"1": {"m": 1.0}}}, "a", "b", ["m"])
+    with pytest.raises(ValueError, match=r"no finished runs of \['c'\]"):
+        paired_comparison({"a": a}, "a", "c", ["m"])
 
 
 def test_markdown_table_mean_and_std(tmp_path):

@@ -181,6 +181,33 @@ def merge_runs(scores: dict, other: dict, options: Sequence[str] = (), source: s
     return scores
 
 
+def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digits: int = 2,
+                      scale: float = 1.0) -> str:
+    """Cell ``a`` against cell ``b`` on the seeds both ran (a seed fixes the data order and the init of both, so
+    the runs pair up): per metric the two means, the mean difference a - b, on how many seeds a is ahead, and the
+    paired t-test (``scipy.stats.ttest_rel``; two-sided p). A markdown table; t and p need two common seeds."""
+    from scipy import stats
+
+    unknown = [name for name in (a, b) if name not in scores]
+    if unknown:
+        raise ValueError(f"no finished runs of {unknown}; the table's cells are {sorted(scores)}")
+    seeds = sorted(set(scores[a]) & set(scores[b]), key=int)
+    if not seeds:
+        raise ValueError(f"cells {a!r} and {b!r} share no seed; run both on the same --seeds")
+    fmt = f"{{:.{digits}f}}"
+    lines = [f"{a} (a) vs {b} (b), seeds {', '.join(seeds)}", "",
+             "| metric | a mean | b mean | a - b | a ahead | paired t | p |", "|---|---|---|---|---|---|---|"]
+    for m in metrics:
+        va = [scores[a][s][m] * scale for s in seeds]
+        vb = [scores[b][s][m] * scale for s in seeds]
+        diff = [x - y for x, y in zip(va, vb)]
+        t, p = stats.ttest_rel(va, vb) if len(seeds) > 1 else (float("nan"), float("nan"))
+        lines.append(f"| {m} | {fmt.format(statistics.mean(va))} | {fmt.format(statistics.mean(vb))} | "
+                     f"{statistics.mean(diff):+.{digits}f} | {sum(d > 0 for d in diff)} of {len(seeds)} | "
+                     f"{t:.2f} | {p:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(scores: dict, names: list[str], metrics: list[str], header: str, digits: int = 2,
                    scale: float = 1.0, extra_rows: Optional[dict[str, dict[str, float]]] = None) -> str:
     """One row per cell: per-seed values of the first metric and mean ± std of every metric."""
