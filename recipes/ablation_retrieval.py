@@ -28,15 +28,17 @@ from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, merge_runs, pa
 METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
 
 
-def baseline_cells(budget: list[str], textmoco_steps: int = 100) -> dict[str, list[str]]:
-    """Cells for ``NAME=STEPS`` items, named after the textmoco run they match in wall time."""
+def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int | None = None) -> dict[str, list[str]]:
+    """Cells for ``NAME=STEPS`` items, named after the textmoco run they match in wall time (and the batch size,
+    where one is given: the recipe's 32 otherwise)."""
     cells = {}
     for item in budget:
         name, _, steps = item.partition("=")
         if name not in ("mnrl", "cached_mnrl", "gist") or not steps.isdigit():
             raise SystemExit(f"error: --baseline_steps {item!r}: expected mnrl|cached_mnrl|gist=STEPS")
-        cell = f"ST {name}, {steps} steps (= textmoco's {textmoco_steps} in time)"
-        cells[cell] = ["--baseline", name, "--max_steps", steps]
+        batch = f", batch {batch_size}" if batch_size else ""
+        cell = f"ST {name}{batch}, {steps} steps (= textmoco's {textmoco_steps} in time)"
+        cells[cell] = ["--baseline", name, "--max_steps", steps] + (["--batch_size", str(batch_size)] if batch else [])
     return cells
 
 
@@ -48,6 +50,8 @@ def main(argv=None) -> None:
                         help="add sentence-transformers baseline cells: mnrl|cached_mnrl|gist=steps")
     parser.add_argument("--textmoco_steps", type=int, default=100,
                         help="the textmoco steps whose wall time --baseline_steps matches (names the cells)")
+    parser.add_argument("--baseline_batch_size", type=int, default=None,
+                        help="batch size of the --baseline_steps cells (names them; default: the recipe's 32)")
     parser.add_argument("--work_dir", default="outputs/ablation_retrieval", help="where the runs go")
     parser.add_argument("--out", default="results/ablation_retrieval.md", help="markdown table; the .json beside "
                         "it keeps finished runs, so a rerun only runs what is missing")
@@ -61,7 +65,8 @@ def main(argv=None) -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
-    cells = {**RETRIEVAL_ABLATION, **baseline_cells(args.baseline_steps, args.textmoco_steps)}
+    cells = {**RETRIEVAL_ABLATION, **baseline_cells(args.baseline_steps, args.textmoco_steps,
+                                             args.baseline_batch_size)}
     names = args.cells or list(cells)
     unknown = sorted(set(names) - set(cells))
     if unknown:

@@ -96,6 +96,10 @@ def test_ablation_baseline_options_are_checked():
     cells = ablation.baseline_cells(["mnrl=159", "gist=7"])
     assert [c[c.index("--max_steps") + 1] for c in cells.values()] == ["159", "7"]
     assert all(c[:2] in (["--baseline", "mnrl"], ["--baseline", "gist"]) for c in cells.values())
+    assert "--batch_size" not in sum(cells.values(), [])  # the recipe's batch unless one is given
+    small = ablation.baseline_cells(["mnrl=220"], 200, batch_size=16)
+    assert small == {"ST mnrl, batch 16, 220 steps (= textmoco's 200 in time)":
+                     ["--baseline", "mnrl", "--max_steps", "220", "--batch_size", "16"]}
     for bad in ("mnrl", "simcse=5", "gist=x"):
         with pytest.raises(SystemExit, match="mnrl\\|cached_mnrl\\|gist=STEPS"):
             ablation.baseline_cells([bad])
