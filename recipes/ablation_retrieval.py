@@ -36,9 +36,11 @@ def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int
         name, _, steps = item.partition("=")
         if name not in ("mnrl", "cached_mnrl", "gist") or not steps.isdigit():
             raise SystemExit(f"error: --baseline_steps {item!r}: expected mnrl|cached_mnrl|gist=STEPS")
-        batch = f", batch {batch_size}" if batch_size else ""
-        cell = f"ST {name}{batch}, {steps} steps (= textmoco's {textmoco_steps} in time)"
-        cells[cell] = ["--baseline", name, "--max_steps", steps] + (["--batch_size", str(batch_size)] if batch else [])
+        options = ["--baseline", name, "--max_steps", steps]
+        batch = ""
+        if batch_size:
+            batch, options = f", batch {batch_size}", options + ["--batch_size", str(batch_size)]
+        cells[f"ST {name}{batch}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = options
     return cells
 
 
@@ -65,8 +67,8 @@ def main(argv=None) -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
-    cells = {**RETRIEVAL_ABLATION, **baseline_cells(args.baseline_steps, args.textmoco_steps,
-                                             args.baseline_batch_size)}
+    baselines = baseline_cells(args.baseline_steps, args.textmoco_steps, args.baseline_batch_size)
+    cells = {**RETRIEVAL_ABLATION, **baselines}
     names = args.cells or list(cells)
     unknown = sorted(set(names) - set(cells))
     if unknown:
