@@ -141,6 +141,12 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def _check_options(run: dict, options: list[str], where: str, remedy: str) -> None:
+    """The one rule of a results table: every run in it was made with the table's ``options``."""
+    if run.get("options") != options:
+        raise ValueError(f"{where} run with options {run.get('options')} but this table has {options}; {remedy}")
+
+
 def run_cells(names: list[str], seeds: list[int], run: Callable[[str, int], dict], json_path: str | Path,
               options: Sequence[str] = ()) -> dict:
     """``run(cell, seed) -> {metric: value}`` for every (seed, cell) not yet in ``json_path`` (seed-major, so
@@ -151,10 +157,8 @@ def run_cells(names: list[str], seeds: list[int], run: Callable[[str, int], dict
     scores = json.loads(json_path.read_text()) if json_path.exists() else {}
     for name in names:
         for seed, saved in scores.get(name, {}).items():
-            if saved.get("options") != options:
-                raise ValueError(f"{json_path} holds {name!r} seed {seed} run with options {saved.get('options')} "
-                                 f"but this ablation has {options}; use another --out (or delete that file) "
-                                 "to start a table with these options")
+            _check_options(saved, options, f"{json_path} holds {name!r} seed {seed}",
+                           "use another --out (or delete that file) to start a table with these options")
     for seed in seeds:
         for name in names:
             if str(seed) in scores.get(name, {}):
@@ -173,9 +177,7 @@ def merge_runs(scores: dict, other: dict, options: Sequence[str] = (), source: s
     options = list(options)
     for name, runs in other.items():
         for seed, run in runs.items():
-            if run.get("options") != options:
-                raise ValueError(f"{source} holds {name!r} seed {seed} run with options {run.get('options')} but "
-                                 f"this table has {options}: a table never mixes settings")
+            _check_options(run, options, f"{source} holds {name!r} seed {seed}", "a table never mixes settings")
             if seed in scores.get(name, {}) and scores[name][seed] != run:
                 raise ValueError(f"{source} holds another {name!r} seed {seed} run than this table; "
                                  "keep one of them")
@@ -184,8 +186,7 @@ def merge_runs(scores: dict, other: dict, options: Sequence[str] = (), source: s
     return scores
 
 
-def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digits: int = 2,
-                      scale: float = 1.0) -> str:
+def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digits: int = 2) -> str:
     """Cell ``a`` against cell ``b`` on the seeds both ran (a seed fixes the data order and the init of both, so
     the runs pair up): per metric the two means, the mean difference a - b, on how many seeds a is ahead, and the
     paired t-test (``scipy.stats.ttest_rel``; two-sided p). A markdown table; t and p need two common seeds."""
@@ -201,13 +202,13 @@ def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digi
     lines = [f"{a} (a) vs {b} (b), seeds {', '.join(seeds)}", "",
              "| metric | a mean | b mean | a - b | a ahead | paired t | p |", "|---|---|---|---|---|---|---|"]
     for m in metrics:
-        va = [scores[a][s][m] * scale for s in seeds]
-        vb = [scores[b][s][m] * scale for s in seeds]
+        va = [scores[a][s][m] for s in seeds]
+        vb = [scores[b][s][m] for s in seeds]
         diff = [x - y for x, y in zip(va, vb)]
         t, p = stats.ttest_rel(va, vb) if len(seeds) > 1 else (float("nan"), float("nan"))
         lines.append(f"| {m} | {fmt.format(statistics.mean(va))} | {fmt.format(statistics.mean(vb))} | "
                      f"{statistics.mean(diff):+.{digits}f} | {sum(d > 0 for d in diff)} of {len(seeds)} | "
-                     f"{t:.2f} | {p:.3f} |")
+                     f"{t:.2f} | {'< 0.001' if p < 0.001 else f'{p:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 
