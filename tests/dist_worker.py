@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--head-bn", action="store_true", help="a BatchNorm projection head (MoCo v2's)")
     parser.add_argument("--symmetric-batch-negatives", action="store_true",
                         help="dual_mode symmetric with batch_negatives (keys of both views gathered)")
+    parser.add_argument("--key-gradient", action="store_true",
+                        help="with --symmetric-batch-negatives: key_encoder momentum_a and key_gradient (view b's "
+                             "keys, gathered with their gradient)")
     parser.add_argument("--no-sync-bn", action="store_true", help="leave its BatchNorm per-process")
     parser.add_argument("--check-only", action="store_true",
                         help="only build the trainer and write '<out>.<RANK>' with the world size it sees")
@@ -52,9 +55,11 @@ def main() -> None:
     model = MoCoModel(VectorEncoder(8, 6, hidden=16, noise=0.0), head, symmetric=symmetric)
     objective = ObjectiveConfig(temperature=0.2, dual_weight=0.5, key_negatives=args.key_negatives,
                                 selection="top_k", top_k=5, n_random=0, id_guard=True, guard_threshold=0.8,
-                                dual_mode="symmetric" if symmetric else "weighted", batch_negatives=symmetric)
+                                dual_mode="symmetric" if symmetric else "weighted", batch_negatives=symmetric,
+                                key_gradient=args.key_gradient)
     train = TrainConfig(output_dir=args.output_dir, batch_size=args.batch, max_steps=args.steps, lr=1e-2,
-                        momentum=0.9, max_grad_norm=1.0, progress=False, seed=0, sync_batchnorm=not args.no_sync_bn)
+                        momentum=0.9, max_grad_norm=1.0, progress=False, seed=0, sync_batchnorm=not args.no_sync_bn,
+                        key_encoder="momentum_a" if args.key_gradient else "momentum")
     trainer = MoCoTrainer(model, data, objective, QueueConfig(size=args.queue), train)
     if args.check_only:
         with open(f"{args.out}.{os.environ.get('RANK', '0')}", "w") as f:

@@ -80,6 +80,13 @@ def test_symmetric_batch_negatives_two_processes_equal_one(tmp_path):
     assert all(r["loss_sym"] > 0 for r in one["stats"])  # batch negatives from step 1 (empty queue at first)
 
 
+def test_key_gradient_two_processes_equal_one(tmp_path):
+    """key_gradient: view b's keys are gathered *with* gradient, which flows back to the process that owns each row
+    (and key_encoder momentum_a reuses view b's query pass as its keys)."""
+    two, one = two_and_one(tmp_path, ["--symmetric-batch-negatives", "--key-gradient"])
+    assert_two_equal_one(two, one, ("loss_q2k", "loss_sym", "pos_cos", "neg_cos", "kept_fraction"))
+
+
 def assert_two_equal_one(two, one, stat_keys):
     assert two["world"] == 2 and one["world"] == 1
     assert len(two["losses"]) == len(one["losses"]) == 10

@@ -479,3 +479,24 @@ def test_trainer_runs_the_key_passes_in_the_configured_mode(tmp_path):
         assert len(seen) == 4 and set(seen) == {mode == "train"}
     with pytest.raises(ValueError, match="key_mode='test'.*'train', 'eval'"):
         TrainConfig(key_mode="test")
+
+
+def test_key_gradient_changes_training_not_the_loss_value(tmp_path):
+    """key_gradient through the trainer: the same first-step loss (same values), different weights after it (view
+    b's keys now pass gradient), and the queue still holds constants."""
+    def run(out, key_gradient):
+        torch.manual_seed(0)
+        model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True)
+        t = MoCoTrainer(model, data(), full_objective(dual_mode="symmetric", batch_negatives=True,
+                                                      key_gradient=key_gradient), QueueConfig(size=20),
+                        TrainConfig(output_dir=str(out), batch_size=8, max_steps=3, lr=1e-2, progress=False,
+                                    key_encoder="momentum_a", momentum=0.9))
+        t.fit()
+        return t, [r["loss"] for r in read_metrics(out)]
+
+    a, loss_a = run(tmp_path / "a", True)
+    b, loss_b = run(tmp_path / "b", False)
+    assert loss_a[0] == pytest.approx(loss_b[0], rel=1e-6)
+    query_a, query_b = a.unwrapped.query.state_dict(), b.unwrapped.query.state_dict()
+    assert max((query_a[n] - query_b[n]).abs().max().item() for n in query_a) > 1e-4
+    assert not a.queue.keys.requires_grad

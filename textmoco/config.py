@@ -60,6 +60,10 @@ class ObjectiveConfig(_Config):
         of q_b) besides the queue, as in MoCo v3 / in-batch losses; MoCo's default (False) uses the queue only. For
         pairs the symmetric term then ranks each positive's anchor against other *anchors*, not only against the
         queue of positives.
+    key_gradient: keys of view b from the query pass (``TrainConfig.key_encoder`` 'query' or 'momentum_a', dual_mode
+        'symmetric') keep their gradient in the view-a-anchored term — its positive and, with ``batch_negatives``,
+        the batch's other keys — as in-batch losses (MNRL) do; queue slots stay constants. False (MoCo): keys are
+        constants. Pairs: the articles then learn from the descriptions' side of the loss as well.
     selection: hard-negative rule on queue slots: 'none', 'top_k', 'top_fraction' or 'min_similarity'.
     top_k / top_fraction / min_similarity: the parameter of the chosen rule.
     n_random: random easy negatives added back per anchor (from the unselected, unguarded slots).
@@ -78,6 +82,9 @@ class ObjectiveConfig(_Config):
     batch_negatives: bool = _opt(False, "the global batch's other keys join the queue as negatives of the "
                                  "query-anchored terms (symmetric: view b anchors get the other view-a keys; pairs: "
                                  "other anchors)")
+    key_gradient: bool = _opt(False, "view b's keys, when they are its query pass (key_encoder query or momentum_a, "
+                              "dual_mode symmetric), keep their gradient in the view-a term: the positive and the "
+                              "batch negatives (as MNRL); queue slots stay constants")
     selection: str = _opt("top_k", "hard-negative rule on queue slots: none, top_k, top_fraction or min_similarity")
     top_k: int = _opt(512, "slots kept per anchor with selection=top_k (> 0; more than filled = all)")
     top_fraction: float = _opt(0.125, "fraction of filled slots kept with selection=top_fraction, in (0, 1]")
@@ -222,3 +229,7 @@ def check_together(objective: ObjectiveConfig, train: TrainConfig) -> None:
         raise ValueError(f"key_encoder='momentum_a' takes view b's keys from the query pass of view b, which only "
                          f"dual_mode='symmetric' runs (got dual_mode={objective.dual_mode!r}); use --dual_mode "
                          "symmetric or another key_encoder ('momentum', 'query')")
+    if objective.key_gradient and (train.key_encoder == "momentum" or objective.dual_mode != "symmetric"):
+        raise ValueError(f"key_gradient=True needs keys that are the query encoder's own pass of view b, i.e. "
+                         f"key_encoder 'query' or 'momentum_a' with dual_mode 'symmetric' (got key_encoder="
+                         f"{train.key_encoder!r}, dual_mode={objective.dual_mode!r})")

@@ -114,7 +114,8 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
                                  k_a_all: Optional[torch.Tensor] = None) -> LossOutput:
     """The textmoco loss of one (micro-)batch.
 
-    q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad).
+    q: (B, D) L2-normalised queries of view a (with grad). k: (B, D) normalised keys of view b (no grad; with
+    ``cfg.key_gradient`` the caller passes view b's query pass and its gradient is kept, here and in ``k_all``).
     ids: (B,) sample ids (for the id guard) or None. queue: (keys (K, D), ids (K,), filled (K,) or None = all
     filled) from ``NegativeQueue.negatives()``. q_all / ids_all: (N, D) / (N,) queries and ids of the global batch
     (gathered with gradient; default: this process's q / ids) where this process's rows start at ``offset``.
@@ -148,7 +149,8 @@ def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active, 
 
 def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, q_b, k_a,
                   extra_key_negatives, guide=None, k_all=None, k_a_all=None) -> LossOutput:
-    k = k.detach()
+    if not cfg.key_gradient:
+        k = k.detach()
     symmetric = cfg.dual_mode == "symmetric"
     if symmetric and (q_b is None or k_a is None):
         raise ValueError("dual_mode='symmetric' needs q_b and k_a (the swapped views)")
@@ -160,7 +162,7 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
         raise ValueError("guide_threshold needs sample ids (the guide's embeddings are looked up by id)")
     if cfg.batch_negatives:  # the global batch's other keys, same guards as the batch negatives of the key term
         ids_all = ids if ids_all is None else ids_all
-        k_all = k if k_all is None else k_all.detach()
+        k_all = k if k_all is None else (k_all if cfg.key_gradient else k_all.detach())
         rows = None if guide is None else (guide.anchor[ids], guide.key[ids_all])
         extra = _blocks(extra, _batch_negatives(q, k_all, ids, ids_all, offset, cfg, rows))
     key_term = not symmetric and cfg.dual_weight > 0

@@ -250,9 +250,10 @@ class MoCoTrainer:
         out = self.model(move_to_device(batch["inputs"], self.accelerator.device))
         ids = batch["ids"].to(self.accelerator.device)
         obj = self.objective
+        k = out.q_b if obj.key_gradient else out.k  # key_gradient: view b's keys are its query pass (check_together)
         ids_all, offset, q_all, (k_all, k_a_all) = distributed.gather_batch(
-            ids, out.q if obj.batch_queries_needed else None, (out.k, out.k_a) if obj.batch_negatives else (None, None))
-        result = compute_loss_from_embeddings(out.q, out.k, ids, self.queue.negatives(), obj,
+            ids, out.q if obj.batch_queries_needed else None, (k, out.k_a) if obj.batch_negatives else (None, None))
+        result = compute_loss_from_embeddings(out.q, k, ids, self.queue.negatives(), obj,
                                               self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a,
                                               extra_key_negatives=getattr(out, "k_neg", None), guide=self.guide,
                                               k_all=k_all, k_a_all=k_a_all)
