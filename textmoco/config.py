@@ -77,7 +77,8 @@ class ObjectiveConfig(_Config):
 
     temperature: float = _opt(0.05, "softmax temperature tau (> 0); text 0.05, images 0.2")
     dual_weight: float = _opt(0.5, "lambda of (1-lambda)*L_q2k + lambda*L_k2q in [0, 1]; 0 = plain MoCo")
-    dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, average; 2nd query forward)")
+    dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, average; 2nd query "
+                          "forward)")
     key_negatives: str = _opt("batch+queue", "negatives of the key-anchored term: batch+queue, queue or batch")
     batch_negatives: bool = _opt(False, "the global batch's other keys join the queue as negatives of the "
                                  "query-anchored terms (symmetric: view b anchors get the other view-a keys; pairs: "
@@ -92,9 +93,10 @@ class ObjectiveConfig(_Config):
     n_random: int = _opt(0, "random easy negatives added back per anchor (>= 0)")
     id_guard: bool = _opt(True, "drop queue slots (and batch negatives) holding the anchor's own sample id")
     guard_threshold: Optional[float] = _opt(0.9, "drop slots with cosine above this as false negatives (None = off)")
-    guide_threshold: Optional[float] = _opt(None, "drop negatives whose cosine under the frozen start model (the guide) "
-                                            "is above this (GISTEmbed-style false-negative guard; None = off)")
-    filter_warmup_steps: Optional[int] = _opt(None, "steps with no selection/threshold guard (None = until the queue is full once)")
+    guide_threshold: Optional[float] = _opt(None, "drop negatives whose cosine under the frozen start model (the "
+                                            "guide) is above this (GISTEmbed-style false-negative guard; None = off)")
+    filter_warmup_steps: Optional[int] = _opt(None, "steps with no selection/threshold guard (None = until the queue "
+                                              "is full once)")
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "temperature", self.temperature, "> 0")
@@ -189,7 +191,8 @@ class TrainConfig(_Config):
                                 "global batch's statistics, so N processes equal one with the N-fold batch")
     num_workers: int = _opt(0, "DataLoader worker processes")
     progress: bool = _opt(True, "show a progress bar")
-    report_to: Optional[str] = _opt(None, "Accelerate tracker(s), comma-separated: tensorboard, wandb, ... (None = off)")
+    report_to: Optional[str] = _opt(None, "Accelerate tracker(s), comma-separated: tensorboard, wandb, ... "
+                                    "(None = off)")
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")

@@ -75,8 +75,8 @@ class GatheredBatchNorm1d(nn.BatchNorm1d):
 def gather_batch(ids: torch.Tensor, queries: torch.Tensor | None = None, keys: tuple = ()) -> tuple:
     """The global batch for the loss's batch negatives: (ids_all, offset, q_all, keys_all) = every process's ids in
     rank order, this process's first row in them, ``queries`` gathered with gradient (None if not given) and each
-    of ``keys`` gathered without (None stays None; with, for a key tensor that requires grad: ``key_gradient``). On one process, or with nothing to gather, (None, 0, None,
-    [None, ...]): the loss then uses its local tensors."""
+    of ``keys`` gathered without (None stays None; a key tensor that requires grad, ``key_gradient``, with). On
+    one process, or with nothing to gather, (None, 0, None, [None, ...]): the loss then uses its local tensors."""
     if not is_distributed() or (queries is None and all(k is None for k in keys)):
         return None, 0, None, [None] * len(keys)
     return (gather_no_grad(ids), rank() * ids.shape[0], None if queries is None else gather_with_grad(queries),

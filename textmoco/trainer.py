@@ -233,7 +233,8 @@ class MoCoTrainer:
             load_loader_state(self.loader, state["data_state"][self.accelerator.process_index])
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
         if self.accelerator.is_main_process and self.metrics_path.exists():  # drop rows after the checkpoint
-            rows = [r for r in self.metrics_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.state["step"]]
+            rows = [r for r in self.metrics_path.read_text().splitlines()
+                    if r and json.loads(r)["step"] <= self.state["step"]]
             checkpointing.atomic_write_text(self.metrics_path, "".join(r + "\n" for r in rows))
 
     def _log(self, row: dict) -> None:

@@ -25,12 +25,15 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .base import EncoderAdapter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 POOLING_MODES = ("mean", "cls")
 TOKEN_AUGMENTS = (None, "repeat", "delete")
@@ -169,9 +172,9 @@ class TextEncoder(EncoderAdapter):
     """
 
     def __init__(self, model_name_or_path: Optional[str | os.PathLike] = None, *, pooling: Optional[str] = None,
-                 max_length: int = 32, eval_max_length: Optional[int] = None, token_augment: Optional[str] = None, augment_rate: float = 0.1,
-                 trust_remote_code: bool = False, model: Optional[nn.Module] = None, tokenizer: Any = None,
-                 model_kwargs: Optional[dict[str, Any]] = None):
+                 max_length: int = 32, eval_max_length: Optional[int] = None, token_augment: Optional[str] = None,
+                 augment_rate: float = 0.1, trust_remote_code: bool = False, model: Optional[nn.Module] = None,
+                 tokenizer: Any = None, model_kwargs: Optional[dict[str, Any]] = None):
         super().__init__()
         if pooling is None:  # the source sentence-transformers model's own pooling (CLS stays CLS), else mean
             pooling = _st_pooling_mode(model_name_or_path) or "mean"
@@ -229,8 +232,9 @@ class TextEncoder(EncoderAdapter):
         """Reuse a SentenceTransformer's (or its directory's) transformer, tokenizer and pooling mode.
 
         The modules are shared, not copied (training this adapter trains the given ST object). ``max_length=None``
-        (and ``eval_max_length=None``) keep the model's ``max_seq_length``. A trailing ``Normalize`` is dropped (the core normalises); other
-        modules (e.g. ``Dense``) are rejected because exporting without them would change the embeddings.
+        (and ``eval_max_length=None``) keep the model's ``max_seq_length``. A trailing ``Normalize`` is dropped (the
+        core normalises); other modules (e.g. ``Dense``) are rejected because exporting without them would change the
+        embeddings.
         """
         if isinstance(st_model_or_path, (str, os.PathLike)):
             from sentence_transformers import SentenceTransformer
@@ -335,8 +339,8 @@ class TextEncoder(EncoderAdapter):
         ``pooling`` other than the source's replaces its Pooling module. Any other source gets Transformer +
         Pooling (no Normalize; cosine similarity). Loading needs sentence-transformers >= 6.
 
-        ``info`` (JSON-serialisable values or dataclasses: metrics, configs) is saved next to it as ``textmoco_info.json``. Write the
-        README with :func:`textmoco.export.write_model_card`.
+        ``info`` (JSON-serialisable values or dataclasses: metrics, configs) is saved next to it as
+        ``textmoco_info.json``. Write the README with :func:`textmoco.export.write_model_card`.
         """
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer

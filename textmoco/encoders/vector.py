@@ -39,4 +39,5 @@ class VectorEncoder(EncoderAdapter):
 
         from safetensors.torch import save_file
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(Path(output_dir) / "model.safetensors"))
+        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(Path(output_dir) / "model.safetensors"))
