@@ -41,7 +41,8 @@ from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, ma
 from textmoco.guide import build_guide
 from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, st_device, start_run,
                            write_results)
-from textmoco.trainer import MoCoTrainer, check_dataset_size
+from textmoco.data.loader import check_dataset_size
+from textmoco.trainer import MoCoTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ARTICLES = REPO.parent / "shared" / "data" / "wiki-vital" / "articles.jsonl"

@@ -24,7 +24,8 @@ from textmoco.data.corpora import CORPORA, load_corpus
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table, headline
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.guide import build_guide
-from textmoco.trainer import MoCoTrainer, check_dataset_size
+from textmoco.data.loader import check_dataset_size
+from textmoco.trainer import MoCoTrainer
 from textmoco.weight_averaging import interpolate_, snapshot
 
 # chosen by the studies in results/defaults_text.md and results/selection_text.md (docs/TEXT.md says why): the

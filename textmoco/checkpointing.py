@@ -13,6 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
 LATEST = "latest"
 
 
@@ -97,3 +100,56 @@ def resolve_resume(resume: Optional[str], output_dir: str) -> Optional[Path]:
         raise ValueError(f"resume={str(resume)!r} does not exist: pass 'latest' or a checkpoint directory such as "
                          f"{checkpoint_root(output_dir) / 'step-100'}")
     return path
+
+
+# ---------------------------------------------------------------- the trainer's own files in a checkpoint
+QUEUE_FILE, STATE_FILE = "queue.safetensors", "trainer_state.json"
+
+
+def write_trainer_files(directory: Path, queue_tensors: dict, state: dict) -> None:
+    """The queue (vectors, ids, filled flags) and the trainer's JSON state, next to Accelerate's files."""
+    save_file(queue_tensors, str(directory / QUEUE_FILE))
+    atomic_write_json(directory / STATE_FILE, state)
+
+
+def read_trainer_files(path: Path) -> tuple[dict, dict]:
+    """(queue tensors, trainer state) as :func:`write_trainer_files` wrote them."""
+    return load_file(str(path / QUEUE_FILE)), json.loads((path / STATE_FILE).read_text())
+
+
+def check_fits(path: Path, queue_shape: tuple[int, int], model_state: dict, output_dir: str | os.PathLike) -> None:
+    """``ValueError`` (before anything is loaded) unless ``path`` is a textmoco checkpoint that fits this run: a
+    queue of ``queue_shape`` (K, D), the parameter names and shapes of ``model_state`` (tied parameters are saved
+    once by safetensors, so a name missing from the file is only a difference if it is not shared)."""
+    if not (path / STATE_FILE).exists():
+        raise ValueError(f"{path} is not a textmoco checkpoint (no {STATE_FILE}); pass 'latest' or a "
+                         f"directory under {checkpoint_root(output_dir)}")
+    with safe_open(str(path / QUEUE_FILE), "pt") as f:
+        saved = tuple(f.get_slice("keys").get_shape())
+    if saved != tuple(queue_shape):
+        raise ValueError(f"checkpoint {path} holds a queue of {saved[0]} keys of dimension {saved[1]} but this "
+                         f"run has queue_size={queue_shape[0]}, dimension {queue_shape[1]}; resume with the "
+                         "options of that run (its textmoco_config.json)")
+    model_file = path / "model.safetensors"
+    if not model_file.exists():
+        return
+    with safe_open(str(model_file), "pt") as f:
+        saved_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    ours = {k: tuple(v.shape) for k, v in model_state.items()}
+    storages = [v.untyped_storage().data_ptr() for v in model_state.values()]
+    shared = {k for k, v in model_state.items() if storages.count(v.untyped_storage().data_ptr()) > 1}
+    diff = sorted(k for k in set(saved_shapes) | set(ours) if saved_shapes.get(k) != ours.get(k)
+                  and not (k not in saved_shapes and k in shared))
+    if diff:
+        shape = {k: ("absent" if v is None else f"shape {list(v)}")
+                 for k, v in (("saved", saved_shapes.get(diff[0])), ("ours", ours.get(diff[0])))}
+        raise ValueError(f"checkpoint {path} was saved from a different model ({len(diff)} parameter(s) "
+                         f"differ, e.g. {diff[0]!r}: {shape['saved']} in the checkpoint, {shape['ours']} "
+                         "here); resume with the model options of that run (its textmoco_config.json)")
+
+
+def truncate_metrics(metrics_path: Path, step: int) -> None:
+    """Drop the metrics.jsonl rows logged after ``step`` (a resumed run logs them again)."""
+    if metrics_path.exists():
+        rows = [r for r in metrics_path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+        atomic_write_text(metrics_path, "".join(r + "\n" for r in rows))

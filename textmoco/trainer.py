@@ -16,8 +16,6 @@ from typing import Any, Callable, Optional
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -28,47 +26,17 @@ from .encoders.base import move_to_device
 from .losses import Guide, compute_loss_from_embeddings
 from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
-from .data.loader import build_train_loader, load_loader_state, loader_state, set_loader_epoch
+from .data.loader import (build_train_loader, check_dataset_size, load_loader_state,  # noqa: F401 (re-export)
+                          loader_state, set_loader_epoch)
 from .data.retrieval import is_streaming
 from .queue import NegativeQueue
 
-QUEUE_FILE, STATE_FILE = "queue.safetensors", "trainer_state.json"
-
-
-class IndexedDataset(Dataset):
-    """Wraps a dataset so each item carries its index: the sample id used by the id guard."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return index, self.dataset[index]
-
-
-class IdCollator:
-    """(id, sample) pairs -> {"ids": (B,) int64, "inputs": encoder.collate(samples)}."""
-
-    def __init__(self, collate: Callable):
-        self.collate = collate
-
-    def __call__(self, items):
-        ids = torch.tensor([i for i, _ in items], dtype=torch.long)
-        return {"ids": ids, "inputs": self.collate([s for _, s in items])}
+QUEUE_FILE, STATE_FILE = checkpointing.QUEUE_FILE, checkpointing.STATE_FILE
 
 
 def _finite_or_none(row: dict) -> dict:
     """Strict JSON: NaN/inf (e.g. neg_cos while the queue is empty) become null."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-
-
-def check_dataset_size(num_samples: int, train: TrainConfig, world: int = 1) -> None:
-    """``ValueError`` when ``drop_last`` would leave no batch at all (recipes call it before loading a model)."""
-    if train.drop_last and num_samples < train.batch_size * world:
-        raise ValueError(f"the training data has {num_samples} samples, fewer than one batch "
-                         f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
 
 
 def adamw(param_groups: list[dict], lr: float, fused: bool = True) -> torch.optim.AdamW:
@@ -181,8 +149,7 @@ class MoCoTrainer:
                                              self.cfg.keep_checkpoints, self._write_queue_and_state)
 
     def _write_queue_and_state(self, directory: Path) -> None:
-        save_file(self.queue.storage_tensors(), str(directory / QUEUE_FILE))
-        checkpointing.atomic_write_json(directory / STATE_FILE, {
+        checkpointing.write_trainer_files(directory, self.queue.storage_tensors(), {
             **self.state, "queue_ptr": self.queue.ptr, "queue_num_enqueued": self.queue.num_enqueued,
             "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
             "objective": self.objective.to_dict(), "queue": self.queue_cfg.to_dict(), "train": self.cfg.to_dict(),
@@ -191,51 +158,23 @@ class MoCoTrainer:
     def check_checkpoint(self, path: str | Path) -> None:
         """``ValueError`` (before anything is loaded) unless ``path`` is a textmoco checkpoint that fits this run:
         same queue size and dimension, same model parameter names and shapes."""
-        path = Path(path)
-        if not (path / STATE_FILE).exists():
-            raise ValueError(f"{path} is not a textmoco checkpoint (no {STATE_FILE}); pass 'latest' or a "
-                             f"directory under {checkpointing.checkpoint_root(self.output_dir)}")
-        with safe_open(str(path / QUEUE_FILE), "pt") as f:
-            saved = tuple(f.get_slice("keys").get_shape())
-        if saved != (self.queue.size, self.queue.dim):
-            raise ValueError(f"checkpoint {path} holds a queue of {saved[0]} keys of dimension {saved[1]} but this "
-                             f"run has queue_size={self.queue.size}, dimension {self.queue.dim}; resume with the "
-                             "options of that run (its textmoco_config.json)")
-        model_file = path / "model.safetensors"
-        if model_file.exists():
-            with safe_open(str(model_file), "pt") as f:
-                saved_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            state = self.unwrapped.state_dict()
-            ours = {k: tuple(v.shape) for k, v in state.items()}
-            storages = [v.untyped_storage().data_ptr() for v in state.values()]
-            shared = {k for k, v in state.items() if storages.count(v.untyped_storage().data_ptr()) > 1}
-            # tied parameters are saved once (safetensors), so a missing name is only a difference if not shared
-            diff = sorted(k for k in set(saved_shapes) | set(ours) if saved_shapes.get(k) != ours.get(k)
-                          and not (k not in saved_shapes and k in shared))
-            if diff:
-                shape = {k: ("absent" if v is None else f"shape {list(v)}")
-                         for k, v in (("saved", saved_shapes.get(diff[0])), ("ours", ours.get(diff[0])))}
-                raise ValueError(f"checkpoint {path} was saved from a different model ({len(diff)} parameter(s) "
-                                 f"differ, e.g. {diff[0]!r}: {shape['saved']} in the checkpoint, {shape['ours']} "
-                                 "here); resume with the model options of that run (its textmoco_config.json)")
+        checkpointing.check_fits(Path(path), (self.queue.size, self.queue.dim), self.unwrapped.state_dict(),
+                                 self.output_dir)
 
     def load(self, path: str | Path) -> None:
         """Restore model (incl. EMA encoder), optimizer, scheduler, RNG, queue and position from a checkpoint."""
         path = Path(path)
         self.check_checkpoint(path)
         self.accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
-        tensors = load_file(str(path / QUEUE_FILE))
+        tensors, state = checkpointing.read_trainer_files(path)
         self.queue.load_state_dict({**tensors, "ptr": state["queue_ptr"], "num_enqueued": state["queue_num_enqueued"]})
         self.state = {k: int(state[k]) for k in ("step", "epoch", "batches_in_epoch")}
         self.moco.step = self.state["step"]
         if self.streaming and state.get("data_state"):
             load_loader_state(self.loader, state["data_state"][self.accelerator.process_index])
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
-        if self.accelerator.is_main_process and self.metrics_path.exists():  # drop rows after the checkpoint
-            rows = [r for r in self.metrics_path.read_text().splitlines()
-                    if r and json.loads(r)["step"] <= self.state["step"]]
-            checkpointing.atomic_write_text(self.metrics_path, "".join(r + "\n" for r in rows))
+        if self.accelerator.is_main_process:  # drop rows after the checkpoint
+            checkpointing.truncate_metrics(self.metrics_path, self.state["step"])
 
     def _log(self, row: dict) -> None:
         row = _finite_or_none(row)

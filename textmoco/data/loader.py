@@ -69,6 +69,13 @@ class IdCollator:
         return {"ids": torch.tensor(ids, dtype=torch.long), "inputs": inputs}
 
 
+def check_dataset_size(num_samples: int, train: Any, world: int = 1) -> None:
+    """``ValueError`` when ``drop_last`` would leave no batch at all (recipes call it before loading a model)."""
+    if train.drop_last and num_samples < train.batch_size * world:
+        raise ValueError(f"the training data has {num_samples} samples, fewer than one batch "
+                         f"(batch_size={train.batch_size} x {world} processes); lower batch_size or add data")
+
+
 def build_train_loader(dataset: Any, collate: Callable, train: Any, world: int = 1, rank: int = 0) -> DataLoader:
     """The training DataLoader for ``dataset`` (map-style or streaming, see the module docstring); batches are
     ``{"ids": (B,), "inputs": collate(items)}``. Raises ``ValueError`` before training for data that cannot
@@ -85,8 +92,6 @@ def build_train_loader(dataset: Any, collate: Callable, train: Any, world: int =
         return DataLoader(dataset, batch_size=train.batch_size, drop_last=train.drop_last,
                           collate_fn=IdCollator(collate, train.seed),
                           generator=torch.Generator().manual_seed(train.seed))
-    from ..trainer import check_dataset_size
-
     check_dataset_size(len(dataset), train, world)
     return DataLoader(ItemsWithIds(dataset), batch_size=train.batch_size, shuffle=True, drop_last=train.drop_last,
                       num_workers=train.num_workers, collate_fn=IdCollator(collate, train.seed),
