@@ -157,7 +157,7 @@ def memory_lines(args, full: ObjectiveConfig) -> None:
         step()  # warm-up (cuBLAS workspaces)
         q.grad = None
         peaks[name] = peak_mib(step, [keys, ids, q, k, anchor_ids], device)
-        del keys, ids, q, k
+        keys = ids = q = k = None  # freed before the next dtype (the closure is called no more)
     half = [n for n in peaks if n != "fp32"][0]
     print(f"memory_method={'cuda_max_memory_allocated' if device.type == 'cuda' else 'cpu_tensor_storage_bytes'}")
     print(f"memory_shape=B{B}_K{K}_D{D}")

@@ -22,7 +22,8 @@ from textmoco.runs import rounded, st_device
 
 def get_parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="sentence-transformers model dir or Hub id (default: embedded MiniLM)")
+    parser.add_argument("--model", default=None,
+                        help="sentence-transformers model dir or Hub id (default: embedded MiniLM)")
     parser.add_argument("--eval_split", "--split", dest="eval_split", nargs="+", default=["test"],
                         help="STS-B split(s) and/or csv/tsv files of sentence1,sentence2,score (alias: --split)")
     parser.add_argument("--batch_size", type=int, default=64, help="encoding batch size")

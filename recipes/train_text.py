@@ -47,7 +47,8 @@ def get_parser():
     g.add_argument("--model", default=None, help="Hub id or local directory (default: the embedded all-MiniLM-L6-v2)")
     g.add_argument("--corpus", default=None, choices=CORPORA,
                    help="a bundled unlabeled corpus (used when neither --train_file nor --dataset is given)")
-    g.add_argument("--train_file", default=None, help=".txt (one sentence per line) or .csv/.tsv/.jsonl with --text_column")
+    g.add_argument("--train_file", default=None,
+                   help=".txt (one sentence per line) or .csv/.tsv/.jsonl with --text_column")
     g.add_argument("--dataset", default=None, help="a datasets name or local dataset directory instead of --train_file")
     g.add_argument("--dataset_config", default=None, help="config name of --dataset")
     g.add_argument("--dataset_split", default="train", help="split of --dataset")
@@ -60,7 +61,8 @@ def get_parser():
                    help="light word augmentation on top of dropout views (default: dropout only)")
     g.add_argument("--augment_rate", type=float, default=0.1, help="per-word probability of --token_augment")
     g.add_argument("--head_dim", type=int, default=0, help="add an MLP projection head of this output size (0 = none)")
-    g.add_argument("--eval_split", "--split", dest="eval_split", default="test", help="STS-B split (test/dev) or a csv/tsv of sentence1,sentence2,score")
+    g.add_argument("--eval_split", "--split", dest="eval_split", default="test",
+                   help="STS-B split (test/dev) or a csv/tsv of sentence1,sentence2,score")
     g.add_argument("--senteval_dir", default="auto",
                    help="directory with STS12-en-test ... STS16-en-test (SentEval layout; get it with SentEval's "
                         "data/downstream/get_transfer_data.bash); 'auto': $TEXTMOCO_SENTEVAL_DIR or "
@@ -155,7 +157,8 @@ def main(argv=None) -> dict:
         print("Spearman x100 (cosine; STS12-16: 'all' setting)\n" + format_table(before, after))
     base = args.model or "sentence-transformers/all-MiniLM-L6-v2"
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer("
-             f"{(args.hub_model_id or str(out))!r})\nemb = model.encode(['A man plays guitar.', 'Someone plays music.'])")
+             f"{(args.hub_model_id or str(out))!r})\n"
+             "emb = model.encode(['A man plays guitar.', 'Someone plays music.'])")
     # the card: sentence-transformers' own generator (model-index from these scores, x100 -> [0, 1])
     scores = {k: round(v / 100, 4) for k, v in headline(results.get("metrics") or {}).items()
               if isinstance(v, (int, float)) and not k.endswith("_before")}
@@ -163,10 +166,12 @@ def main(argv=None) -> dict:
                  "train_sentences": sentences}
     finish_run(trainer, train.output_dir, results,
                dict(title=f"textmoco sentence embeddings ({Path(base).name})", base_model=base, modality="text",
-                    usage_snippet=usage, datasets=None if (args.train_file or args.dataset) else ["sentence-transformers/stsb"],
+                    usage_snippet=usage,
+                    datasets=None if (args.train_file or args.dataset) else ["sentence-transformers/stsb"],
                     text_card=text_card),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
-    state.print(f"model saved to {out.resolve()}\n  load it with: from sentence_transformers import SentenceTransformer; "
+    state.print(f"model saved to {out.resolve()}\n"
+                "  load it with: from sentence_transformers import SentenceTransformer; "
                 f"model = SentenceTransformer({str(out)!r})")
     return results
 

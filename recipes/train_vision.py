@@ -40,7 +40,8 @@ def get_parser():
     g.add_argument("--image_column", default="image", help="image column of --dataset")
     g.add_argument("--label_column", default="label", help="label column of --dataset (evaluation only)")
     g.add_argument("--image_size", type=int, default=None, help="resize all images to this side (mixed sizes)")
-    g.add_argument("--model", default=None, help="Hub id or directory of a pretrained backbone (default: a ViT from scratch)")
+    g.add_argument("--model", default=None,
+                   help="Hub id or directory of a pretrained backbone (default: a ViT from scratch)")
     g.add_argument("--patch_size", type=int, default=4, help="scratch ViT: patch size")
     g.add_argument("--hidden_size", type=int, default=64, help="scratch ViT: width")
     g.add_argument("--num_layers", type=int, default=4, help="scratch ViT: depth")
@@ -54,7 +55,8 @@ def get_parser():
     g.add_argument("--crop_min_scale", type=float, default=None, help="smallest random-resized-crop area fraction")
     g.add_argument("--head_hidden", type=int, default=512, help="MLP head hidden width")
     g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
-    add_bool_argument(g, "--head_last_bn", default=True, help="affine-free BatchNorm on the head output (MoCo v3 style)")
+    add_bool_argument(g, "--head_last_bn", default=True,
+                      help="affine-free BatchNorm on the head output (MoCo v3 style)")
     g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
     add_run_arguments(parser)
     return parser

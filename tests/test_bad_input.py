@@ -33,7 +33,8 @@ CLI_CASES = [
     ("top_fraction-above-1", "`--top_fraction 1.5`", ["--top_fraction", "1.5"], EARLIER,
      ["top_fraction=1.5 is invalid", "in (0, 1]"]),
     ("temperature-zero", "`--temperature 0`", ["--temperature", "0"], EARLIER, ["temperature=0.0 is invalid", "> 0"]),
-    ("dual_weight-2", "`--dual_weight 2`", ["--dual_weight", "2"], EARLIER, ["dual_weight=2.0 is invalid", "in [0, 1]"]),
+    ("dual_weight-2", "`--dual_weight 2`", ["--dual_weight", "2"], EARLIER,
+     ["dual_weight=2.0 is invalid", "in [0, 1]"]),
     ("lr-negative", "`--lr -1`", ["--lr", "-1"], EARLIER, ["lr=-1.0 is invalid", "> 0"]),
     ("unknown-choice-config", "`--dual_mode bogus` (a choice checked by the config)", ["--dual_mode", "bogus"],
      EARLIER, ["dual_mode='bogus' is invalid", "'weighted', 'symmetric'"]),
@@ -65,8 +66,10 @@ CLI_CASES = [
     ("output_dir-is-file", "`--output_dir` that is a file", [], "file",
      ["is a file", "pass a directory path"]),
     ("resume-missing", "`--resume` path that does not exist", ["--resume", "{tmp}/no-such-checkpoint"],
-     "earlier-no-resume", ["resume=", "no-such-checkpoint", "does not exist", "pass 'latest' or a checkpoint directory"]),
-    ("resume-not-a-checkpoint", "`--resume` a directory that is not a checkpoint", ["--resume", "{tmp}/not-a-checkpoint"],
+     "earlier-no-resume",
+     ["resume=", "no-such-checkpoint", "does not exist", "pass 'latest' or a checkpoint directory"]),
+    ("resume-not-a-checkpoint", "`--resume` a directory that is not a checkpoint",
+     ["--resume", "{tmp}/not-a-checkpoint"],
      "earlier-no-resume", ["not a complete textmoco checkpoint (no trainer_state.json)", "pass 'latest'"]),
     ("resume-other-queue_size", "`--resume latest` with another `--queue_size`", ["--queue_size", "64"], EARLIER,
      ["holds a queue of 32 keys", "queue_size=64", "resume with the options of that run"]),
@@ -195,7 +198,8 @@ def test_cli_bad_input_subprocess(case_id, subprocess_results, workspace):
 
 # ---------------------------------------------------------------------------------------- allowed edge cases
 @pytest.mark.parametrize("extra,enqueued", [(["--queue_size", "4"], 24),  # K=4 < B=8: the queue wraps
-                                            (["--batch_size", "200", "--drop_last", "false", "--queue_size", "16"], 300)],
+                                            (["--batch_size", "200", "--drop_last", "false",
+                                              "--queue_size", "16"], 300)],
                          ids=["K-smaller-than-batch", "batch-larger-than-data-keep-last"])
 def test_allowed_edge_cases_train(extra, enqueued, text_cli, tmp_path):
     """K < B is allowed (the queue keeps the newest K keys of each step); a batch larger than the data is allowed
@@ -266,7 +270,8 @@ def _api_cases(tmp: Path, text_cli):
         ("TextEncoder-offline", lambda: TextEncoder("no-such-org/no-such-model"),
          r"not found locally and the Hub is unreachable"),
         ("TextEncoder-pooling", lambda: TextEncoder(text_cli.model, pooling="max"), r"pooling='max' is not supported"),
-        ("TextEncoder-max_length", lambda: TextEncoder(text_cli.model, max_length=1), r"max_length=1 must be an int >= 2"),
+        ("TextEncoder-max_length", lambda: TextEncoder(text_cli.model, max_length=1),
+         r"max_length=1 must be an int >= 2"),
         ("MoCoTrainer-batch-larger-than-data", lambda: _vector_trainer(tmp / "v1", n=4),
          r"4 samples, fewer than one batch"),
         ("MoCoTrainer-symmetric", lambda: _vector_trainer(tmp / "v2", objective={"dual_mode": "symmetric"}),

@@ -88,8 +88,8 @@ def test_yaml_and_json_give_the_same_options(tmp_path):
     values = {"temperature": 0.07, "selection": "min_similarity", "min_similarity": 0.2, "n_random": 3,
               "guard_threshold": None, "filter_warmup_steps": 10, "batch_size": 16, "drop_last": False}
     (tmp_path / "a.json").write_text(json.dumps(values))
-    (tmp_path / "a.yml").write_text("".join(f"{k}: {'null' if v is None else str(v).lower() if isinstance(v, bool) else v}\n"
-                                            for k, v in values.items()))
+    yml = {k: 'null' if v is None else str(v).lower() if isinstance(v, bool) else v for k, v in values.items()}
+    (tmp_path / "a.yml").write_text("".join(f"{k}: {v}\n" for k, v in yml.items()))
     parse = lambda name: vars(cli.parse_args(textrun.load_recipe().get_parser(), ["--config", str(tmp_path / name)]))
     a, b = parse("a.json"), parse("a.yml")
     a.pop("config"), b.pop("config")
@@ -190,8 +190,9 @@ def test_torch_load_is_always_weights_only():
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            is_torch_load = (isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name)
-                             and func.value.id == "torch") or (isinstance(func, ast.Name) and func.id in load_aliases)
+            is_torch_load = (isinstance(func, ast.Attribute) and func.attr == "load"
+                             and isinstance(func.value, ast.Name) and func.value.id == "torch") \
+                or (isinstance(func, ast.Name) and func.id in load_aliases)
             is_pickle = (isinstance(func, ast.Attribute) and func.attr in ("load", "loads")
                          and isinstance(func.value, ast.Name) and func.value.id in ("pickle", "cPickle", "dill"))
             safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True

@@ -25,7 +25,8 @@ def _card(tmp_path, metrics, modality="text"):
     path = write_model_card(
         tmp_path, title="MiniLM textmoco", base_model="sentence-transformers/all-MiniLM-L6-v2", metrics=metrics,
         train_config={"batch_size": 64, "lr": 2e-5}, objective_config={"dual_weight": 0.5, "top_k": 512},
-        modality=modality, usage_snippet="from sentence_transformers import SentenceTransformer\n", license="apache-2.0")
+        modality=modality, usage_snippet="from sentence_transformers import SentenceTransformer\n",
+        license="apache-2.0")
     return open(path, encoding="utf-8").read()
 
 

@@ -18,7 +18,8 @@ def _case(B=6, K=20, D=8, N=30, Dg=5, seed=0):
     ids = torch.randperm(N, generator=g)[:B]
     keys = F.normalize(torch.randn(K, D, generator=g), dim=1)
     qids = torch.randint(0, N, (K,), generator=g)
-    guide = Guide(F.normalize(torch.randn(N, Dg, generator=g), dim=1), F.normalize(torch.randn(N, Dg, generator=g), dim=1))
+    guide = Guide(F.normalize(torch.randn(N, Dg, generator=g), dim=1),
+                  F.normalize(torch.randn(N, Dg, generator=g), dim=1))
     return q, k, ids, (keys, qids, None), guide
 
 

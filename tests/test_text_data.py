@@ -86,7 +86,8 @@ def test_reader_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match=r"file is empty: '.*empty.txt'"):
         read_sentences(tmp_path / "empty.txt")
     (tmp_path / "s.csv").write_text("id,body\n1,x\n2,y\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"column 'text' not found in file '.*s.csv'; the columns are \['id', 'body'\]"):
+    with pytest.raises(ValueError,
+                       match=r"column 'text' not found in file '.*s.csv'; the columns are \['id', 'body'\]"):
         read_sentences(tmp_path / "s.csv", "text")
     with pytest.raises(ValueError, match=r"has columns \['id', 'body'\]; pass text_column="):
         read_sentences(tmp_path / "s.csv")

@@ -59,7 +59,8 @@ def write_text_data(directory: str | Path) -> tuple[str, str]:
     train = directory / "train.txt"
     train.write_text("\n".join(sents) + "\n", encoding="utf-8")
     sts = directory / "sts.csv"
-    rows = ["sentence1,sentence2,score"] + [f"{a},{b},{i % 5}" for i, (a, b) in enumerate(zip(sents[:10], sents[10:20]))]
+    rows = ["sentence1,sentence2,score"] + [f"{a},{b},{i % 5}"
+                                            for i, (a, b) in enumerate(zip(sents[:10], sents[10:20]))]
     sts.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return str(train), str(sts)
 
@@ -70,9 +71,11 @@ class TextCLI:
     def __init__(self, model: str, train_file: str, sts_file: str):
         self.model, self.train_file, self.sts_file = model, train_file, sts_file
 
-    def args(self, output_dir: str | Path, *extra: str, max_steps: int = 4, save_every: Optional[int] = None) -> list[str]:
+    def args(self, output_dir: str | Path, *extra: str, max_steps: int = 4,
+             save_every: Optional[int] = None) -> list[str]:
         argv = ["--model", self.model, "--queue_size", "32", "--batch_size", "8", "--max_steps", str(max_steps),
-                "--no_eval_before", "--eval_split", self.sts_file, "--senteval_dir", "none", "--train_file", self.train_file,
+                "--no_eval_before", "--eval_split", self.sts_file, "--senteval_dir", "none",
+                "--train_file", self.train_file,
                 "--progress", "false", "--output_dir", str(output_dir),
                 "--save_final_checkpoint", "true"]  # the tests inspect the final checkpoint (default: deleted)
         if save_every:
