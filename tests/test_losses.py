@@ -554,19 +554,21 @@ def test_key_never_gets_gradient(cfg):
 
 
 # ------------------------------------------------------------------------------------------------------- symmetric
-def test_symmetric_mode_is_average_of_swapped_moco():
+@pytest.mark.parametrize("weight", [0.5, 0.75, 0.0])
+def test_symmetric_mode_is_weighted_sum_of_swapped_moco(weight):
+    """Symmetric mode = (1 - w) * MoCo(view a anchors) + w * MoCo(view b anchors); w = 0.5 is the plain average."""
     g = torch.Generator().manual_seed(22)
     B, D, K = 6, 8, 17
     q_a, q_b = unit(torch.randn(B, D, generator=g)), unit(torch.randn(B, D, generator=g))
     k_a, k_b = unit(q_a + 0.3 * torch.randn(B, D, generator=g)), unit(q_b + 0.3 * torch.randn(B, D, generator=g))
     keys = unit(torch.randn(K, D, generator=g))
     queue = (keys, torch.arange(100, 100 + K), torch.ones(K, dtype=torch.bool))
-    cfg = ObjectiveConfig(temperature=0.2, dual_mode="symmetric", dual_weight=0.5, selection="none",
+    cfg = ObjectiveConfig(temperature=0.2, dual_mode="symmetric", dual_weight=weight, selection="none",
                           id_guard=False, guard_threshold=None)
     qa1, qb1 = q_a.clone().requires_grad_(), q_b.clone().requires_grad_()
     out = compute_loss_from_embeddings(qa1, k_b, torch.arange(B), queue, cfg, q_b=qb1, k_a=k_a).loss
     qa2, qb2 = q_a.clone().requires_grad_(), q_b.clone().requires_grad_()
-    ref = 0.5 * (moco_reference(qa2, k_b, keys, 0.2) + moco_reference(qb2, k_a, keys, 0.2))
+    ref = (1 - weight) * moco_reference(qa2, k_b, keys, 0.2) + weight * moco_reference(qb2, k_a, keys, 0.2)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     out.backward()
     ref.backward()

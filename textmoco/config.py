@@ -52,9 +52,10 @@ class ObjectiveConfig(_Config):
     """The loss (METHOD.md). All switches off (``dual_weight=0``, ``selection='none'``, no guard) is MoCo.
 
     temperature: softmax temperature tau (> 0). Text 0.05, images 0.2.
-    dual_weight: lambda in (1-lambda)*L_q2k + lambda*L_k2q, in [0, 1]; 0 = MoCo.
-    dual_mode: 'weighted' (key-anchored term, METHOD.md idea 1) or 'symmetric' (swap views and average, as in
-        symmetric MoCo; costs a second query forward; ``dual_weight`` is ignored).
+    dual_weight: lambda in (1-lambda)*L_q2k + lambda*L_k2q, in [0, 1]; 0 = MoCo. In symmetric mode lambda weighs
+        the view-b-anchored term: (1-lambda)*L_a + lambda*L_b, so 0.5 is symmetric MoCo's plain average.
+    dual_mode: 'weighted' (key-anchored term, METHOD.md idea 1) or 'symmetric' (swap views, both views anchor with
+        the other's keys, as in symmetric MoCo; costs a second query forward).
     key_negatives: negatives of the key-anchored term: 'batch+queue', 'queue' or 'batch'.
     batch_negatives: the other keys of the global batch are negatives of q (and, symmetric, the other view-a keys
         of q_b) besides the queue, as in MoCo v3 / in-batch losses; MoCo's default (False) uses the queue only. For
@@ -76,9 +77,10 @@ class ObjectiveConfig(_Config):
     """
 
     temperature: float = _opt(0.05, "softmax temperature tau (> 0); text 0.05, images 0.2")
-    dual_weight: float = _opt(0.5, "lambda of (1-lambda)*L_q2k + lambda*L_k2q in [0, 1]; 0 = plain MoCo")
-    dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, average; 2nd query "
-                          "forward)")
+    dual_weight: float = _opt(0.5, "lambda of (1-lambda)*L_q2k + lambda*L_k2q in [0, 1]; 0 = plain MoCo; symmetric: "
+                              "the weight of the view-b (pairs: positive) anchored term, 0.5 = average")
+    dual_mode: str = _opt("weighted", "'weighted' (key-anchored term) or 'symmetric' (swap views, both anchor; 2nd "
+                          "query forward)")
     key_negatives: str = _opt("batch+queue", "negatives of the key-anchored term: batch+queue, queue or batch")
     batch_negatives: bool = _opt(False, "the global batch's other keys join the queue as negatives of the "
                                  "query-anchored terms (symmetric: view b anchors get the other view-a keys; pairs: "

@@ -183,7 +183,7 @@ def _loss_float32(q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, 
             rows = None if guide is None else (guide.key[ids], guide.anchor[ids_all])
             sym_batch = _batch_negatives(q_b, k_a_all.detach(), ids, ids_all, offset, cfg, rows)
         l_sym, kept2, neg2 = _anchored_loss(q_b, k_a.detach(), chosen[1], cfg, sym_batch)
-        loss = 0.5 * (l_q2k.mean() + l_sym.mean())
+        loss = (1 - cfg.dual_weight) * l_q2k.mean() + cfg.dual_weight * l_sym.mean()  # 0.5: the plain average
         stats["loss_sym"] = l_sym.mean().detach()
         kept, neg_sum, anchors = kept + kept2, neg_sum + neg2, anchors * 2
     elif cfg.dual_weight > 0:
