@@ -62,7 +62,7 @@ def test_push_to_hub_uploads_exactly_the_model(text_cli, tmp_path, monkeypatch):
 
 def test_base_model_is_a_hub_id_never_a_path(tmp_path):
     import textmoco
-    from textmoco.export import hub_base_model
+    from textmoco.model_cards import hub_base_model
 
     assert hub_base_model(textmoco.default_text_model()) == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_base_model("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"

@@ -76,7 +76,7 @@ def test_export_loads_with_automodel_without_warnings(tmp_path, pooling):
 
 
 def _card(tmp_path, encoder, base_model="google/vit-base-patch16-224-in21k", dataset="mnist5k"):
-    from textmoco.export import write_vision_model_card
+    from textmoco.model_cards import write_vision_model_card
 
     _, comment = encoder.pooling_expression()
     path = write_vision_model_card(

@@ -201,8 +201,9 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
     results.json and training_curve.png, and optionally upload the directory (checkpoints excluded). Then, unless
     ``save_final_checkpoint`` (default: the ``--save_final_checkpoint`` option :func:`confirm_run` saw, else
     False), delete the final checkpoint (:func:`drop_final_checkpoint`)."""
-    from .export import hub_base_model, write_model_card, write_text_model_card, write_vision_model_card
     from .export import push_to_hub as upload
+    from .export import write_model_card
+    from .model_cards import hub_base_model, write_text_model_card, write_vision_model_card
     from .plotting import plot_training_curve
 
     if save_final_checkpoint is None:
