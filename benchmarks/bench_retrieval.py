@@ -31,7 +31,7 @@ from bench_text import median_interval, step_clock  # noqa: E402
 
 from textmoco.cli import configs_from_args  # noqa: E402
 from textmoco.config import KEY_ENCODERS  # noqa: E402
-from textmoco.data.retrieval import read_articles, retrieval_splits  # noqa: E402
+from textmoco.data.wiki_vital import read_articles, retrieval_splits  # noqa: E402
 
 BASELINES = ("mnrl", "cached_mnrl", "gist")
 

@@ -34,8 +34,8 @@ from accelerate.utils import set_seed
 from textmoco import MoCoModel
 from textmoco.baselines import warmup_arguments
 from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
-from textmoco.data.retrieval import (CropDataset, PairDataset, corpus_text, read_articles, retrieval_splits,
-                                     retrieval_task)
+from textmoco.data.retrieval import CropDataset, PairDataset
+from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_splits, retrieval_task
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
 from textmoco.guide import build_guide

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from textmoco.data.retrieval import corpus_text, retrieval_splits, retrieval_task
+from textmoco.data.wiki_vital import corpus_text, retrieval_splits, retrieval_task
 from textmoco.evaluation.retrieval import (bm25_retrieval, evaluate_retrieval, make_evaluator,
                                            ranked_lists_to_scores)
 
