@@ -82,18 +82,20 @@ def make_readable(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_metrics(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics -> one level, names joined by "/" (``{"sts": {"avg": 1}}`` -> ``{"sts/avg": 1}``)."""
     out: dict[str, Any] = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(_flatten(value, prefix=f"{name}/"))
+            out.update(flatten_metrics(value, prefix=f"{name}/"))
         else:
             out[name] = value
     return out
 
 
-def _fmt(value: Any) -> str:
+def format_metric(value: Any) -> str:
+    """A card table cell: 2 decimals from 1 up, 4 below, ints and non-numbers as they are ("|" escaped)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value).replace("|", "\\|")
     if isinstance(value, int):
@@ -131,7 +133,7 @@ def write_model_card(output_dir: str | os.PathLike, *, title: str, base_model: O
     if modality not in _MODALITY_META:
         raise ValueError(f"modality={modality!r} is not supported; use one of {sorted(_MODALITY_META)}")
     default_library, modality_tags, pipeline_tag = _MODALITY_META[modality]
-    flat_metrics = _flatten(metrics)
+    flat_metrics = flatten_metrics(metrics)
     has_sts = any("sts" in k.lower() or "spearman" in k.lower() for k in flat_metrics)
 
     tags = ["textmoco", "moco", "contrastive-learning", *modality_tags]
@@ -153,7 +155,7 @@ def write_model_card(output_dir: str | os.PathLike, *, title: str, base_model: O
              "hard-negative sampling" + (f", starting from `{base_model}`." if base_model else ".")]
     parts.append("## Usage\n\n```python\n" + usage_snippet.strip("\n") + "\n```")
     if flat_metrics:
-        rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in flat_metrics.items())
+        rows = "\n".join(f"| {k} | {format_metric(v)} |" for k, v in flat_metrics.items())
         parts.append("## Evaluation\n\n| Metric | Value |\n|---|---|\n" + rows)
         if has_sts:
             parts.append("STS metrics are Spearman / Pearson correlations (x100) between cosine similarities and "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import DEFAULT_TEXT_MODEL_ID, default_text_model
-from .export import PAPER_BIBTEX, _flatten, _fmt
+from .export import PAPER_BIBTEX, flatten_metrics, format_metric
 
 VISION_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -92,7 +92,7 @@ def write_vision_model_card(output_dir: str | os.PathLike, *, title: str, base_m
                          library_name="transformers", pipeline_tag="image-feature-extraction",
                          tags=["textmoco", "moco", "contrastive-learning", "vision", "image-feature-extraction"],
                          datasets=[dataset_id] if hub_dataset else None, eval_results=results or None)
-    rows = [(k, _fmt(v)) for k, v in _flatten(metrics).items()]
+    rows = [(k, format_metric(v)) for k, v in flatten_metrics(metrics).items()]
     card = ModelCard.from_template(
         data, template_str=VISION_CARD_TEMPLATE, model_name=title, usage=usage_snippet.strip("\n"),
         start=f", starting from `{base_model}`" if base_model else " (from scratch or a local backbone)",
