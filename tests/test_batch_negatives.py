@@ -63,8 +63,8 @@ def test_moco_with_batch_negatives_matches_loop(seed):
 
 def test_symmetric_view_b_anchors_get_the_other_view_a_keys():
     c = case(2)
-    got = compute_loss_from_embeddings(c["q"], c["k"], c["ids"], c["queue"], cfg(dual_mode="symmetric"),
-                                       q_b=c["q_b"], k_a=c["k_a"])
+    objective = cfg(dual_mode="symmetric", dual_weight=0.5)
+    got = compute_loss_from_embeddings(c["q"], c["k"], c["ids"], c["queue"], objective, q_b=c["q_b"], k_a=c["k_a"])
     q2k = ref_term(c["q"], c["k"], c["k"], c["ids"], c["queue"])
     sym = ref_term(c["q_b"], c["k_a"], c["k_a"], c["ids"], c["queue"])
     torch.testing.assert_close(got.loss, 0.5 * (q2k + sym), rtol=1e-5, atol=1e-6)
@@ -117,7 +117,7 @@ def _q_b_gradients(key_gradient):
     query pass, which with key_gradient also stands for view b's keys."""
     c = case(5)
     q, q_b = c["q"].clone().requires_grad_(), c["q_b"].clone().requires_grad_()
-    got = compute_loss_from_embeddings(q, q_b, c["ids"], c["queue"], cfg(dual_mode="symmetric",
+    got = compute_loss_from_embeddings(q, q_b, c["ids"], c["queue"], cfg(dual_mode="symmetric", dual_weight=0.5,
                                                                           key_gradient=key_gradient),
                                        q_b=q_b, k_a=c["k_a"]).loss
     q_ref, qb_ref = c["q"].clone().requires_grad_(), c["q_b"].clone().requires_grad_()
@@ -143,7 +143,7 @@ def test_key_gradient_reaches_view_b_through_the_view_a_term():
 
 def test_key_gradient_needs_keys_from_the_query_pass():
     from textmoco.config import TrainConfig, check_together
-    objective = cfg(dual_mode="symmetric", key_gradient=True)
+    objective = cfg(dual_mode="symmetric", dual_weight=0.5, key_gradient=True)
     check_together(objective, TrainConfig(key_encoder="momentum_a"))
     check_together(objective, TrainConfig(key_encoder="query"))
     with pytest.raises(ValueError, match="key_gradient.*key_encoder='momentum'"):

@@ -53,7 +53,8 @@ class ObjectiveConfig(_Config):
 
     temperature: softmax temperature tau (> 0). Text 0.05, images 0.2.
     dual_weight: lambda in (1-lambda)*L_q2k + lambda*L_k2q, in [0, 1]; 0 = MoCo. In symmetric mode lambda weighs
-        the view-b-anchored term: (1-lambda)*L_a + lambda*L_b, so 0.5 is symmetric MoCo's plain average.
+        the view-b-anchored term: (1-lambda)*L_a + lambda*L_b, so 0.5 is symmetric MoCo's plain average (0 is refused
+        there: it would drop the view-b term).
     dual_mode: 'weighted' (key-anchored term, METHOD.md idea 1) or 'symmetric' (swap views, both views anchor with
         the other's keys, as in symmetric MoCo; costs a second query forward).
     key_negatives: negatives of the key-anchored term: 'batch+queue', 'queue' or 'batch'.
@@ -104,6 +105,9 @@ class ObjectiveConfig(_Config):
         _check(self.temperature > 0, "temperature", self.temperature, "> 0")
         _check(0.0 <= self.dual_weight <= 1.0, "dual_weight", self.dual_weight, "in [0, 1]")
         _choice("dual_mode", self.dual_mode, DUAL_MODES)
+        if self.dual_mode == "symmetric":  # 0 would drop the view-b term and waste its query pass
+            _check(self.dual_weight > 0, "dual_weight", self.dual_weight,
+                   "> 0 with dual_mode='symmetric' (plain MoCo is dual_mode='weighted' with dual_weight=0)")
         _choice("key_negatives", self.key_negatives, KEY_NEGATIVES)
         _choice("selection", self.selection, SELECTIONS)
         _check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k > 0, "top_k",
