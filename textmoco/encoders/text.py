@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .base import EncoderAdapter
-from .text_collator import _MODEL_INPUTS, TOKEN_AUGMENTS, TextCollator, augment_words  # noqa: F401 (re-exported)
+from .text_collator import MODEL_INPUTS, TOKEN_AUGMENTS, TextCollator
 
 POOLING_MODES = ("mean", "cls")
 
@@ -186,7 +186,7 @@ class TextEncoder(EncoderAdapter):
 
     def forward(self, view: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token dict (B, T) -> pooled embedding (B, D), un-normalised."""
-        inputs = {k: view[k] for k in _MODEL_INPUTS if k in view}
+        inputs = {k: view[k] for k in MODEL_INPUTS if k in view}
         out = self.model(**inputs)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (B, T, D)
         if self.pooling == "cls":

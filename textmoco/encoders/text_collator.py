@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 TOKEN_AUGMENTS = (None, "repeat", "delete")
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the encoder's forward takes
 _AUGMENT_SALT = 0x7E47  # keeps the word-augmentation streams apart from the crops' (seed, epoch, id) streams
 
 
@@ -73,7 +71,7 @@ class TextCollator:
     def tokenize(self, sentences: Sequence[str], max_length: Optional[int] = None) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(sentences), padding=True, truncation=True,
                              max_length=max_length or self.max_length, return_tensors="pt")
-        return {k: enc[k] for k in _MODEL_INPUTS if k in enc}
+        return {k: enc[k] for k in MODEL_INPUTS if k in enc}
 
     def _augment(self, samples: Sequence[str], view: int, sample_keys: Optional[Sequence[Sequence[int]]]) -> list:
         """View ``view`` (0/1) of each sentence; with ``sample_keys`` ((seed, epoch, id) per sample) each draws from
