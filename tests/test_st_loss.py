@@ -55,7 +55,7 @@ def _record_momentum(loss):
 
 
 def test_token_ids_hash_equal_for_equal_sequences():
-    from textmoco.st_loss import token_ids_hash
+    from textmoco.st_trainer_glue import token_ids_hash
     ids = torch.tensor([[101, 5, 6, 102, 0], [101, 5, 6, 102, 0], [101, 6, 5, 102, 0]])
     mask = (ids != 0).long()
     h = token_ids_hash(ids, mask)

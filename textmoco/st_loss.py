@@ -17,7 +17,6 @@ The loss attaches itself to the Trainer that calls it (at its first training for
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 from typing import Any, Iterable, Optional
 
@@ -31,17 +30,9 @@ from .export import PAPER_BIBTEX
 from .losses import compute_loss_from_embeddings, stats_to_floats
 from .momentum_contrast import STATE_FILE, MomentumContrast
 from .queue import NegativeQueue
+from .st_trainer_glue import calling_resume_path, calling_trainer, callback_class, token_ids_hash
 
 LOSS_STATE_FILE = STATE_FILE  # the file each Trainer checkpoint gets
-
-
-def token_ids_hash(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, T) token ids -> (B,) int64 id, equal for equal token sequences (padding ignored)."""
-    ids = input_ids.long()
-    if attention_mask is not None:
-        ids = ids * attention_mask.long()
-    weights = torch.arange(1, ids.shape[1] + 1, device=ids.device, dtype=torch.long) * 1_000_003 + 7
-    return ((ids + 1) * weights).sum(dim=1) % (2 ** 62)
 
 
 def _embedding_dim(model: nn.Module) -> int:
@@ -188,7 +179,7 @@ class TextMoCoLoss(nn.Module):
         anchor, positive = features[0], features[1] if len(features) > 1 else features[0]
         training = torch.is_grad_enabled() and self.model.training
         if training and self._trainer is None:
-            self._attach(_calling_trainer())
+            self._attach(calling_trainer())
         if self.queue.device != anchor["input_ids"].device:
             self.queue.to(anchor["input_ids"].device)
         ids = token_ids_hash(anchor["input_ids"], anchor.get("attention_mask"))
@@ -217,11 +208,11 @@ class TextMoCoLoss(nn.Module):
                                "encoder advance at the Trainer's optimizer steps. Use SentenceTransformerTrainer, or "
                                "call loss.on_optimizer_step(global_step, max_steps) after each optimizer step")
         self._trainer = trainer
-        if not any(isinstance(cb, _CallbackBase()) and cb.loss is self for cb in trainer.callback_handler.callbacks):
+        if not any(isinstance(cb, callback_class()) and cb.loss is self for cb in trainer.callback_handler.callbacks):
             trainer.add_callback(self.checkpoint_callback())
         state = trainer.state
         if state.global_step > 0 and self.moco.step != state.global_step:
-            self._resume(trainer.args.output_dir, state.global_step, _calling_resume_path(trainer))
+            self._resume(trainer.args.output_dir, state.global_step, calling_resume_path(trainer))
 
     def _resume(self, output_dir: str, global_step: int, checkpoint: Optional[str]) -> None:
         directory = checkpoint or os.path.join(output_dir, f"checkpoint-{global_step}")
@@ -256,7 +247,7 @@ class TextMoCoLoss(nn.Module):
         """The ``TrainerCallback`` this loss attaches to its Trainer itself (passing it in ``callbacks`` is
         allowed and changes nothing): EMA + enqueue at ``on_step_end``, state into each checkpoint at ``on_save``."""
         if self._callback is None:
-            self._callback = _CallbackBase()(self)
+            self._callback = callback_class()(self)
         return self._callback
 
     # ------------------------------------------------------------------ sentence-transformers conventions
@@ -269,51 +260,3 @@ class TextMoCoLoss(nn.Module):
     @property
     def citation(self) -> str:
         return PAPER_BIBTEX
-
-
-_CALLBACK_CLASS = None
-
-
-def _CallbackBase():  # noqa: N802 - built lazily: transformers is imported only when a Trainer is used
-    global _CALLBACK_CLASS
-    if _CALLBACK_CLASS is None:
-        from transformers import TrainerCallback
-
-        class TextMoCoCallback(TrainerCallback):
-            def __init__(self, loss: TextMoCoLoss):
-                self.loss = loss
-
-            def on_step_end(self, args, state, control, **kwargs):
-                self.loss.on_optimizer_step(state.global_step, state.max_steps)
-
-            def on_save(self, args, state, control, **kwargs):
-                if state.is_world_process_zero:
-                    self.loss.save_state(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
-
-        _CALLBACK_CLASS = TextMoCoCallback
-    return _CALLBACK_CLASS
-
-
-def _calling_trainer() -> Any:
-    """The transformers ``Trainer`` whose ``compute_loss`` runs this forward (found on the call stack)."""
-    from transformers import Trainer
-
-    frame = inspect.currentframe()
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Trainer):
-            return candidate
-        frame = frame.f_back
-    return None
-
-
-def _calling_resume_path(trainer: Any) -> Optional[str]:
-    """The ``resume_from_checkpoint`` directory of the ``trainer.train`` call on the stack (None when not found)."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_locals.get("self") is trainer:
-            value = frame.f_locals.get("resume_from_checkpoint")
-            if isinstance(value, (str, os.PathLike)):
-                return str(value)
-        frame = frame.f_back
-    return None

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpointing, distributed
+from .finite_steps import check_finite_state, clip_and_step, on_skipped_step
 from .config import ObjectiveConfig, QueueConfig, TrainConfig, check_together
 from .encoders.base import move_to_device
 from .losses import Guide, compute_loss_from_embeddings
@@ -142,7 +143,7 @@ class MoCoTrainer:
 
     def save(self) -> Path:
         """Write a complete checkpoint (atomic) of the current optimizer step; returns its directory."""
-        self._check_finite_state()
+        check_finite_state(self.unwrapped, self.queue.keys, self.state["step"])
         # streaming: every process's position in its shard (None for map-style data: the sampler + batch count)
         self._data_state = gather_object([loader_state(self.loader)]) if self.streaming else None
         return checkpointing.save_checkpoint(self.accelerator, str(self.output_dir), self.state["step"],
@@ -224,7 +225,8 @@ class MoCoTrainer:
                     result, keys, ids = self._loss(batch)
                     acc.backward(result.loss)  # a NaN/inf loss gives a non-finite gradient: caught at the step
                     if acc.sync_gradients:
-                        window_ok, scaler_skip, keys_finite = self._optimizer_step(pending_keys + [keys])
+                        window_ok, scaler_skip, keys_finite = clip_and_step(acc, self.model, self.optimizer,
+                                                                             cfg.max_grad_norm, pending_keys + [keys])
                     self.optimizer.zero_grad(set_to_none=True)  # a no-op inside an accumulation window
                 pending_keys.append(keys)
                 pending_ids.append(ids)
@@ -237,7 +239,7 @@ class MoCoTrainer:
                     skips = 0
                 else:
                     skips += 1
-                    self._on_skipped_step(step + 1, skips, scaler_skip)
+                    on_skipped_step(acc, cfg, step + 1, skips, scaler_skip)
                 # EMA + enqueue of the window's keys (all processes); a skipped step moves neither
                 m = self.moco.after_optimizer_step(torch.cat(pending_keys), torch.cat(pending_ids), self.total_steps,
                                                    ok=window_ok, step=step, keys_finite=keys_finite)
@@ -266,60 +268,6 @@ class MoCoTrainer:
                 tracker.finish()
         return self.history
 
-    def _optimizer_step(self, window_keys: list) -> tuple[bool, bool, Optional[bool]]:
-        """Clip, check and take the optimizer step at the end of an accumulation window. The one host read of a
-        step: whether the gradient norm is finite (DDP has already averaged the gradients, so every process sees
-        the same norm and decides alike, without an all-reduce). On one process the same read also says whether
-        the window's keys are all finite, so the enqueue needs no read of its own. Returns (stepped, skipped by the
-        fp16 scaler, keys all finite or None = not checked).
-
-        A non-finite norm skips the step: the weights stay as they were. Under fp16 the scaler's own step is still
-        called (it skips the update and lowers the scale; without it the scale never recovers)."""
-        acc = self.accelerator
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # clip_grad_norm_ unscales fp16 gradients first; max_norm inf only measures (coefficient clamped to 1)
-        norm = acc.clip_grad_norm_(params, self.cfg.max_grad_norm or float("inf"))
-        keys_finite = None
-        if norm is None:
-            finite = True
-        elif distributed.is_distributed():  # other processes' keys are checked by the enqueue after its gather
-            finite = bool(torch.isfinite(norm))
-        else:
-            finite, keys_finite = torch.stack([torch.isfinite(norm).all(),
-                                               torch.isfinite(torch.cat(window_keys)).all()]).tolist()
-        scaler = getattr(acc, "scaler", None) is not None
-        if finite or scaler:
-            self.optimizer.step()
-        scaler_skip = scaler and bool(getattr(self.optimizer, "step_was_skipped", False))
-        return finite and not scaler_skip, scaler_skip, keys_finite
-
-    def _on_skipped_step(self, step: int, consecutive: int, scaler_skip: bool) -> None:
-        cfg = self.cfg
-        msg = f"non-finite gradient at optimizer step {step}"
-        if cfg.on_nonfinite == "stop" and not scaler_skip:
-            raise FloatingPointError(msg + "; stopped (on_nonfinite='stop'). The last checkpoint is intact: lower "
-                                     "the lr or use on_nonfinite='skip'")
-        limit = cfg.max_consecutive_skips
-        if limit is not None and consecutive >= limit:
-            raise FloatingPointError(f"{consecutive} consecutive optimizer steps skipped for non-finite gradients "
-                                     f"(last at step {step}); stopped (max_consecutive_skips={limit}). The last "
-                                     "checkpoint is intact: lower the lr, use mixed_precision bf16 or no, or check "
-                                     "the data")
-        how = "fp16 gradient scaler skipped the step" if scaler_skip else "step skipped"
-        self.accelerator.print(f"{msg}: {how}; weights, key encoder and queue untouched (on_nonfinite='skip')")
-
-    def _check_finite_state(self) -> None:
-        """``FloatingPointError`` when a weight, floating buffer or queue key is not finite: nothing non-finite is
-        ever saved or exported (one host read per save)."""
-        tensors = [t for t in self.unwrapped.state_dict().values() if t.is_floating_point()] + [self.queue.keys]
-        flags = torch.stack([torch.isfinite(t).all() for t in tensors])
-        if not bool(flags.all()):
-            names = [n for n, t in self.unwrapped.state_dict().items() if t.is_floating_point()] + ["queue.keys"]
-            bad = [n for n, ok in zip(names, flags.tolist()) if not ok]
-            raise FloatingPointError(f"refusing to save or export a model with non-finite values (e.g. {bad[0]!r},"
-                                     f" {len(bad)} tensor(s)) at step {self.state['step']}; the last checkpoint is "
-                                     "intact")
-
     def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
         names = sorted({k for s in window_stats for k in s})
         device = self.accelerator.device
@@ -334,7 +282,7 @@ class MoCoTrainer:
 
     def export(self, output_dir: str | Path, **info: Any) -> None:
         """Save the trained query encoder in its native format (the adapter's ``export``), main process only."""
-        self._check_finite_state()
+        check_finite_state(self.unwrapped, self.queue.keys, self.state["step"])
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.unwrapped.encoder.export(str(output_dir), **info)

@@ -300,5 +300,6 @@ class VisionEncoder(EncoderAdapter):
         meta = {"pooling": self.pooling, "image_size": self.image_size, "mean": mean, "std": std,
                 "has_pooler": getattr(self.backbone, "pooler", True) is not None, "pooler_saved": pooler_saved,
                 "embedding_dim": self.embedding_dim, **{k: jsonable(v) for k, v in info.items()}}
-        with open(os.path.join(output_dir, _INFO_FILE), "w") as fh:
-            json.dump(meta, fh, indent=2)
+        from ..export import save_json  # atomic: a crash never leaves a truncated file
+
+        save_json(os.path.join(output_dir, _INFO_FILE), meta)
