@@ -584,6 +584,30 @@ def test_symmetric_mode_needs_swapped_pair():
         compute_loss_from_embeddings(q, k, ids, queue, cfg)
 
 
+@pytest.mark.parametrize("key_gradient", [False, True])
+def test_compute_moco_loss_reads_the_model_output(key_gradient):
+    """compute_moco_loss(MoCoOutput) on one process = compute_loss_from_embeddings with the output's tensors: view
+    b's keys are k, or its query pass q_b under key_gradient; explicit negatives (k_neg) join the first term."""
+    from textmoco.losses import compute_moco_loss
+    from textmoco.model import MoCoOutput
+    g = torch.Generator().manual_seed(31)
+    B, D, K = 5, 8, 11
+    q, q_b, k, k_a = (unit(torch.randn(B, D, generator=g)) for _ in range(4))
+    k_neg = unit(torch.randn(B, 2, D, generator=g))
+    queue = (unit(torch.randn(K, D, generator=g)), torch.arange(100, 100 + K), torch.ones(K, dtype=torch.bool))
+    cfg = ObjectiveConfig(temperature=0.1, dual_mode="symmetric", key_gradient=key_gradient, selection="none")
+    ids = torch.arange(B)
+    got = compute_moco_loss(MoCoOutput(q, k, q_b, k_a, k_neg), ids, queue, cfg).loss
+    key = q_b if key_gradient else k
+    ref = compute_loss_from_embeddings(q, key, ids, queue, cfg, q_b=q_b, k_a=k_a, extra_key_negatives=k_neg).loss
+    torch.testing.assert_close(got, ref)
+    other = compute_loss_from_embeddings(q, k if key_gradient else q_b, ids, queue, cfg, q_b=q_b, k_a=k_a,
+                                         extra_key_negatives=k_neg).loss
+    assert not torch.allclose(got, other)  # the choice of key matters in this case
+    no_neg = compute_moco_loss(MoCoOutput(q, k, q_b, k_a), ids, queue, cfg).loss
+    assert not torch.allclose(got, no_neg)
+
+
 # --------------------------------------------------------------------------------- global batch split (distributed)
 @pytest.mark.parametrize("key_negatives", ["batch+queue", "batch"])
 def test_split_batch_with_gathered_queries_equals_full_batch(key_negatives):

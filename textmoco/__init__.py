@@ -1,7 +1,7 @@
 """textmoco: momentum contrast with a dual-view loss and cosine hard-negative selection (arXiv 2501.16360),
 for sentence embeddings and vision transformers, on Hugging Face Accelerate."""
 from .config import ObjectiveConfig, QueueConfig, TrainConfig
-from .losses import LossOutput, compute_loss_from_embeddings, info_nce
+from .losses import LossOutput, compute_loss_from_embeddings, compute_moco_loss, info_nce
 from .model import MoCoModel, MoCoOutput
 from .momentum import ema_update, momentum_at
 from .queue import NegativeQueue
@@ -10,7 +10,8 @@ from .selection import NegativeSelection, select_hard_negatives
 __version__ = "0.1.0"
 
 __all__ = ["ObjectiveConfig", "QueueConfig", "TrainConfig", "LossOutput", "NegativeSelection",
-           "compute_loss_from_embeddings", "info_nce", "select_hard_negatives", "MoCoModel", "MoCoOutput",
+           "compute_loss_from_embeddings", "compute_moco_loss", "info_nce", "select_hard_negatives", "MoCoModel",
+           "MoCoOutput",
            "ema_update", "momentum_at", "NegativeQueue", "MoCoTrainer", "MomentumContrast", "TextMoCoLoss",
            "default_text_model", "__version__"]
 

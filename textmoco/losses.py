@@ -16,11 +16,12 @@ from typing import Optional
 
 import torch
 
+from . import distributed
 from .config import ObjectiveConfig
 from .queue_logits import queue_negatives
 from .selection import NEG_INF, NegativeSelection, select_hard_negatives
 
-__all__ = ["Guide", "LossOutput", "NegativeSelection", "compute_loss_from_embeddings", "info_nce",
+__all__ = ["Guide", "LossOutput", "NegativeSelection", "compute_loss_from_embeddings", "compute_moco_loss", "info_nce",
            "queue_negatives", "select_hard_negatives", "stats_to_floats"]
 
 
@@ -132,6 +133,23 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
     with torch.autocast(q.device.type, enabled=False):  # float32 even inside a caller's autocast
         return _loss_float32(f32[0], f32[1], ids, queue, cfg, filter_active, f32[2], ids_all, offset, f32[3],
                              f32[4], f32[5], guide, f32[6], f32[7])
+
+
+def compute_moco_loss(out, ids: Optional[torch.Tensor], queue: tuple, cfg: ObjectiveConfig,
+                      filter_active: bool = True, guide: Optional[Guide] = None, gather: bool = True) -> LossOutput:
+    """The loss of one micro-batch under any number of processes, from the model's output ``out`` (a
+    :class:`~textmoco.model.MoCoOutput`: ``q``, ``k`` and, when present, ``q_b``, ``k_a``, ``k_neg``). The loss
+    owns its gather (as sentence-transformers' MNRL does): what ``cfg`` needs from the other processes — their
+    queries (with gradient) for the weighted key term's batch negatives, their keys for ``batch_negatives`` — is
+    all-gathered here (``gather=False``: this process's batch only; one process: nothing to gather); then
+    :func:`compute_loss_from_embeddings`. With ``cfg.key_gradient`` view b's keys are its query pass ``out.q_b``."""
+    q_b, k_a, k_neg = (getattr(out, name, None) for name in ("q_b", "k_a", "k_neg"))
+    k = q_b if cfg.key_gradient else out.k
+    ids_all, offset, q_all, (k_all, k_a_all) = distributed.gather_batch(
+        ids, out.q if gather and cfg.batch_queries_needed else None,
+        (k, k_a) if gather and cfg.batch_negatives else (None, None))
+    return compute_loss_from_embeddings(out.q, k, ids, queue, cfg, filter_active, q_all, ids_all, offset, q_b, k_a,
+                                        extra_key_negatives=k_neg, guide=guide, k_all=k_all, k_a_all=k_a_all)
 
 
 def _stacked_queue_negatives(anchor_sets: list, ids, queue, cfg, filter_active, guide_sets=None,

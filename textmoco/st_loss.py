@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
 from .config import KEY_MODES, ObjectiveConfig
 from .export import PAPER_BIBTEX
-from .losses import compute_loss_from_embeddings, stats_to_floats
+from .losses import compute_moco_loss, stats_to_floats
+from .model import MoCoOutput
 from .momentum_contrast import STATE_FILE, MomentumContrast
 from .queue import NegativeQueue
 from .st_trainer_glue import calling_resume_path, calling_trainer, callback_class, token_ids_hash
@@ -187,11 +187,8 @@ class TextMoCoLoss(nn.Module):
         with torch.no_grad():
             self.key_model.train(self.model.training and self.key_mode == "train")
             k = self._embed(self.key_model, positive)
-        obj, gather = self.objective, training and self.gather_across_devices
-        ids_all, offset, q_all, (k_all,) = distributed.gather_batch(
-            ids, q if gather and obj.batch_queries_needed else None, (k if gather and obj.batch_negatives else None,))
-        out = compute_loss_from_embeddings(q, k, ids, self.queue.negatives(), self.objective,
-                                           self.moco.filter_active(), q_all, ids_all, offset, k_all=k_all)
+        out = compute_moco_loss(MoCoOutput(q, k), ids, self.queue.negatives(), self.objective,
+                                self.moco.filter_active(), gather=training and self.gather_across_devices)
         if training:  # enqueued at the end of the optimizer step, after every micro-batch's backward
             self._pending.append((k.detach(), ids, torch.isfinite(out.loss.detach())))
         self._last_stats = out.stat_tensors

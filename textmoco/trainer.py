@@ -24,7 +24,7 @@ from . import checkpointing, distributed
 from .finite_steps import check_finite_state, clip_and_step, on_skipped_step
 from .config import ObjectiveConfig, QueueConfig, TrainConfig, check_together
 from .encoders.base import move_to_device
-from .losses import Guide, compute_loss_from_embeddings
+from .losses import Guide, compute_moco_loss
 from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
 from .data.loader import (build_train_loader, check_dataset_size, load_loader_state,  # noqa: F401 (re-export)
@@ -190,14 +190,8 @@ class MoCoTrainer:
     def _loss(self, batch: dict):
         out = self.model(move_to_device(batch["inputs"], self.accelerator.device))
         ids = batch["ids"].to(self.accelerator.device)
-        obj = self.objective
-        k = out.q_b if obj.key_gradient else out.k  # key_gradient: view b's keys are its query pass (check_together)
-        ids_all, offset, q_all, (k_all, k_a_all) = distributed.gather_batch(
-            ids, out.q if obj.batch_queries_needed else None, (k, out.k_a) if obj.batch_negatives else (None, None))
-        result = compute_loss_from_embeddings(out.q, k, ids, self.queue.negatives(), obj,
-                                              self._filter_active(), q_all, ids_all, offset, out.q_b, out.k_a,
-                                              extra_key_negatives=getattr(out, "k_neg", None), guide=self.guide,
-                                              k_all=k_all, k_a_all=k_a_all)
+        result = compute_moco_loss(out, ids, self.queue.negatives(), self.objective, self._filter_active(),
+                                   guide=self.guide)
         return result, out.k.detach(), ids
 
     def fit(self, resume_from: Optional[str] = None) -> list[dict]:
