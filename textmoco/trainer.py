@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -52,6 +53,18 @@ def adamw(param_groups: list[dict], lr: float, fused: bool = True) -> torch.opti
         except (RuntimeError, ValueError):
             pass
     return torch.optim.AdamW(param_groups, lr=lr)
+
+
+@dataclass
+class _Window:
+    """One accumulation window: its micro-batches' keys (B, D) and ids (B,), their stats (0-d device tensors), and
+    what the optimizer step found (stepped, skipped by the fp16 scaler, keys all finite or None = not checked)."""
+    keys: list = field(default_factory=list)
+    ids: list = field(default_factory=list)
+    stats: list = field(default_factory=list)
+    ok: bool = True
+    scaler_skip: bool = False
+    keys_finite: Optional[bool] = None
 
 
 class MoCoTrainer:
@@ -206,61 +219,68 @@ class MoCoTrainer:
         bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="textmoco",
                    disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
         self.model.train()
-        pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
-        skips, scaler_skip, keys_finite = 0, False, None  # consecutive skipped optimizer steps
-        started = time.time()
-        while self.state["step"] < self.total_steps and self.state["step"] != cfg.stop_after:
-            set_loader_epoch(self.loader, self.state["epoch"])  # sampler and dataset (crops are seeded by epoch)
-            loader = self.loader
-            if self.state["batches_in_epoch"] and not self.streaming:  # streaming: position loaded in load()
-                loader = acc.skip_first_batches(self.loader, self.state["batches_in_epoch"])
-            for batch in loader:
-                with acc.accumulate(self.model):
-                    result, keys, ids = self._loss(batch)
-                    acc.backward(result.loss)  # a NaN/inf loss gives a non-finite gradient: caught at the step
-                    if acc.sync_gradients:
-                        window_ok, scaler_skip, keys_finite = clip_and_step(acc, self.model, self.optimizer,
-                                                                             cfg.max_grad_norm, pending_keys + [keys])
-                    self.optimizer.zero_grad(set_to_none=True)  # a no-op inside an accumulation window
-                pending_keys.append(keys)
-                pending_ids.append(ids)
-                window_stats.append(result.stat_tensors)  # device tensors: no sync here
-                self.state["batches_in_epoch"] += 1
-                if not acc.sync_gradients:
-                    continue
-                step = self.state["step"]
-                if window_ok:
-                    skips = 0
-                else:
-                    skips += 1
-                    on_skipped_step(acc, cfg, step + 1, skips, scaler_skip)
-                # EMA + enqueue of the window's keys (all processes); a skipped step moves neither
-                m = self.moco.after_optimizer_step(torch.cat(pending_keys), torch.cat(pending_ids), self.total_steps,
-                                                   ok=window_ok, step=step, keys_finite=keys_finite)
-                self.scheduler.step()
-                self.state["step"] = step = step + 1
-                if step % cfg.log_every == 0 or step == self.total_steps:
-                    row = self._metrics_row(step, m, window_stats, window_ok, started)
-                    for callback in self.callbacks:
-                        row.update(callback(self, step) or {})
-                    self._log(row)
-                pending_keys, pending_ids, window_ok, window_stats = [], [], True, []
-                bar.update(1)
-                if self.history and self.history[-1].get("loss") is not None:
-                    bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
-                if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
-                    self.save()
-                if step >= self.total_steps or step == cfg.stop_after:
+        window, self._skips, self._started = _Window(), 0, time.time()  # _skips: consecutive skipped steps
+        for batch in ([] if self._done() else self._micro_batches()):
+            with acc.accumulate(self.model):
+                result, keys, ids = self._loss(batch)
+                acc.backward(result.loss)  # a NaN/inf loss gives a non-finite gradient: caught at the step
+                if acc.sync_gradients:
+                    window.ok, window.scaler_skip, window.keys_finite = clip_and_step(
+                        acc, self.model, self.optimizer, cfg.max_grad_norm, window.keys + [keys])
+                self.optimizer.zero_grad(set_to_none=True)  # a no-op inside an accumulation window
+            window.keys.append(keys)
+            window.ids.append(ids)
+            window.stats.append(result.stat_tensors)  # device tensors: no sync here
+            self.state["batches_in_epoch"] += 1
+            if acc.sync_gradients:
+                self._end_of_optimizer_step(window, bar)
+                window = _Window()
+                if self._done():
                     break
-            else:
-                self.state["epoch"] += 1
-                self.state["batches_in_epoch"] = 0
         bar.close()
         self.save()
         if self.cfg.report_to:  # not accelerator.end_training(): it destroys the process group (teardown aborts)
             for tracker in self.accelerator.trackers:
                 tracker.finish()
         return self.history
+
+    def _done(self) -> bool:
+        return self.state["step"] >= self.total_steps or self.state["step"] == self.cfg.stop_after
+
+    def _micro_batches(self):
+        """Every micro-batch from the current position on, epoch after epoch: the sampler and the dataset (crops)
+        are seeded by the epoch; a resumed epoch skips what it had done (map-style data: ``skip_first_batches``;
+        streaming data: the position ``load`` restored)."""
+        while True:
+            set_loader_epoch(self.loader, self.state["epoch"])
+            loader = self.loader
+            if self.state["batches_in_epoch"] and not self.streaming:
+                loader = self.accelerator.skip_first_batches(self.loader, self.state["batches_in_epoch"])
+            yield from loader
+            self.state["epoch"] += 1
+            self.state["batches_in_epoch"] = 0
+
+    def _end_of_optimizer_step(self, window: "_Window", bar) -> None:
+        """After the optimizer step (taken or skipped) of an accumulation window: the skip policy, EMA + enqueue of
+        the window's keys (all processes; a skipped step moves neither), LR schedule, metrics row, checkpoint."""
+        cfg, step = self.cfg, self.state["step"]
+        self._skips = 0 if window.ok else self._skips + 1
+        if not window.ok:
+            on_skipped_step(self.accelerator, cfg, step + 1, self._skips, window.scaler_skip)
+        m = self.moco.after_optimizer_step(torch.cat(window.keys), torch.cat(window.ids), self.total_steps,
+                                           ok=window.ok, step=step, keys_finite=window.keys_finite)
+        self.scheduler.step()
+        self.state["step"] = step = step + 1
+        if step % cfg.log_every == 0 or step == self.total_steps:
+            row = self._metrics_row(step, m, window.stats, window.ok, self._started)
+            for callback in self.callbacks:
+                row.update(callback(self, step) or {})
+            self._log(row)
+        bar.update(1)
+        if self.history and self.history[-1].get("loss") is not None:
+            bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
+        if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+            self.save()
 
     def _metrics_row(self, step: int, m: float, window_stats: list, ok: bool, started: float) -> dict:
         names = sorted({k for s in window_stats for k in s})
