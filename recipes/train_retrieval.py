@@ -159,7 +159,7 @@ def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder) 
     """This recipe's textmoco model (symmetric when ``dual_mode`` is) and trainer, with the guide when
     ``--guide_threshold`` is set (benchmarks/bench_retrieval.py times exactly this)."""
     guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
-    model = MoCoModel(encoder, symmetric=objective.dual_mode == "symmetric")
+    model = MoCoModel(encoder)
     return MoCoTrainer(model, dataset, objective, queue, train, guide=guide)
 
 

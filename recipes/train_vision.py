@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
             return None
         return {"knn": evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te), probe=False)["knn"]}
 
-    model = MoCoModel(encoder, head, symmetric=objective.dual_mode == "symmetric")
+    model = MoCoModel(encoder, head)
     trainer = MoCoTrainer(model, ImageDataset(x_tr), objective, queue, train, callbacks=[knn_monitor])
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(x_tr)} images for {trainer.total_steps} steps -> {out}")

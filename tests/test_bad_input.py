@@ -231,10 +231,9 @@ def _vector_trainer(out, n=40, hidden=16, **train_kw):
 
     torch.manual_seed(0)
     data = list(torch.randn(n, 8, generator=torch.Generator().manual_seed(0)))
-    symmetric = train_kw.pop("symmetric", False)
     objective = ObjectiveConfig(**train_kw.pop("objective", {}))
     train = TrainConfig(**{**dict(output_dir=str(out), batch_size=8, max_steps=2, progress=False), **train_kw})
-    return MoCoTrainer(MoCoModel(VectorEncoder(8, 6, hidden=hidden), symmetric=symmetric), data, objective,
+    return MoCoTrainer(MoCoModel(VectorEncoder(8, 6, hidden=hidden)), data, objective,
                        QueueConfig(size=16), train)
 
 
@@ -277,8 +276,6 @@ def _api_cases(tmp: Path, text_cli):
          r"max_length=1 must be an int >= 2"),
         ("MoCoTrainer-batch-larger-than-data", lambda: _vector_trainer(tmp / "v1", n=4),
          r"4 samples, fewer than one batch"),
-        ("MoCoTrainer-symmetric", lambda: _vector_trainer(tmp / "v2", objective={"dual_mode": "symmetric"}),
-         r"symmetric=True"),
         ("fit-resume-missing", lambda: _vector_trainer(tmp / "v3").fit(resume_from=str(tmp / "nope")),
          r"does not exist: pass 'latest'"),
         ("fit-resume-other-model", lambda: _vector_trainer(tmp / "v4", hidden=24).fit(
@@ -303,7 +300,7 @@ API_IDS = ["ObjectiveConfig-temperature", "ObjectiveConfig-top_k", "ObjectiveCon
            "read_sentences-empty", "read_sentences-no-column", "read_sentences-empty-string",
            "read_sentences-duplicates", "SentenceDataset-one", "SentenceDataset-not-str", "load_sts_pairs-no-score",
            "TextEncoder-offline", "TextEncoder-pooling", "TextEncoder-max_length",
-           "MoCoTrainer-batch-larger-than-data", "MoCoTrainer-symmetric", "fit-resume-missing",
+           "MoCoTrainer-batch-larger-than-data", "fit-resume-missing",
            "fit-resume-other-model", "resolve_resume-missing", "prepare_output_dir-earlier",
            "prepare_output_dir-file", "push_to_hub-empty"]
 

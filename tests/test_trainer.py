@@ -178,14 +178,19 @@ def test_dataset_smaller_than_a_batch(tmp_path):
     assert "5" in str(e.value)
 
 
-def test_symmetric_needs_symmetric_model(tmp_path):
-    with pytest.raises(ValueError, match="symmetric"):
-        make_trainer(tmp_path, objective=full_objective(dual_mode="symmetric"))
+@pytest.mark.parametrize("dual_mode", ["symmetric", "weighted"])
+def test_trainer_sets_symmetric_from_the_objective(tmp_path, dual_mode):
+    """The swapped pair is computed exactly when the objective's dual_mode uses it, whatever the model was built
+    with."""
+    t = make_trainer(tmp_path, objective=full_objective(dual_mode=dual_mode))
+    assert t.unwrapped.symmetric is (dual_mode == "symmetric")
+    out = t.model(next(iter(t.loader))["inputs"])
+    assert (out.q_b is not None) is (dual_mode == "symmetric")
 
 
 def test_symmetric_mode_trains(tmp_path):
     torch.manual_seed(0)
-    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1), symmetric=True)
+    model = MoCoModel(VectorEncoder(IN_DIM, DIM, hidden=16, noise=0.1))  # the trainer makes it symmetric
     t = MoCoTrainer(model, data(), full_objective(dual_mode="symmetric"), QueueConfig(size=20),
                     TrainConfig(output_dir=str(tmp_path), batch_size=8, max_steps=4, progress=False))
     t.fit()

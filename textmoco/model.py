@@ -53,7 +53,8 @@ class QueryBranch(nn.Module):
 
 class MoCoModel(nn.Module):
     """The whole method's model side. encoder: any ``EncoderAdapter`` producing (B, D); head: optional module
-    (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a).
+    (B, D) -> (B, D'). ``symmetric=True`` also computes the swapped pair (q of view b, k of view a); the trainer
+    sets it from ``ObjectiveConfig.dual_mode``.
 
     ``key_source`` (one of ``config.KEY_ENCODERS``; the trainer sets it from ``TrainConfig.key_encoder``):
     ``'momentum'`` (MoCo): every key from the EMA copy. ``'query'`` (the trainer holds the momentum at 0, so the

@@ -80,8 +80,6 @@ class MoCoTrainer:
             raise ValueError(f"guide_threshold={objective.guide_threshold} needs the guide's embeddings of the "
                              "training data: pass guide=textmoco.guide.build_guide(...) (the recipes do)")
         check_together(objective, train)
-        if objective.dual_mode == "symmetric" and not model.symmetric:
-            raise ValueError("dual_mode='symmetric' needs MoCoModel(..., symmetric=True)")
         self.objective, self.queue_cfg, self.cfg = objective, queue, train
         self.accelerator = accelerator or Accelerator(
             # a CPU torchrun job is only recognised as distributed with cpu=True
@@ -107,6 +105,7 @@ class MoCoTrainer:
         # key_encoder='query': momentum held at 0 (the copy = the query encoder); symmetric steps reuse the query passes
         # ('momentum_a': only view b's keys come from its query pass; view a's from the EMA copy)
         model.key_source = train.key_encoder
+        model.symmetric = objective.dual_mode == "symmetric"  # the swapped pair is computed only when the loss uses it
         model.key_train_mode = train.key_mode == "train"
         momentum, momentum_schedule = (0.0, "constant") if train.key_encoder == "query" else \
             (train.momentum, train.momentum_schedule)
