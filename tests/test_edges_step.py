@@ -23,15 +23,9 @@ from textmoco.config import ObjectiveConfig, QueueConfig, TrainConfig
 from textmoco.encoders.vector import VectorEncoder
 from textmoco.model import MoCoModel
 from textmoco.trainer import MoCoTrainer, adamw
+from vectorrun import DIM, IN_DIM, data
 
 torch.set_num_threads(1)
-
-IN_DIM, DIM = 8, 6
-
-
-def data(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return list(torch.randn(n, IN_DIM, generator=g))
 
 
 def objective(**kw):

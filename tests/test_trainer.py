@@ -14,15 +14,9 @@ from textmoco.encoders.vector import VectorEncoder
 from textmoco.model import MoCoModel
 from textmoco.momentum import momentum_at
 from textmoco.trainer import MoCoTrainer
+from vectorrun import DIM, IN_DIM, data
 
 torch.set_num_threads(1)
-
-IN_DIM, DIM = 8, 6
-
-
-def data(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return list(torch.randn(n, IN_DIM, generator=g))
 
 
 def full_objective(**kw):

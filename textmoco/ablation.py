@@ -129,6 +129,9 @@ RETRIEVAL_ABLATION: dict[str, list[str]] = {
     # a smaller batch, where a queue should matter most: 16 x 200 takes the time of 32 x 100 (eleventh session;
     # MNRL at the same batch: --baseline_batch_size 16 --textmoco_steps 200 --baseline_steps mnrl=220)
     "recipe default, batch 16 x 200 steps": _R_PAIRS_DEFAULT + ["--batch_size", "16", "--max_steps", "200"],
+    # smaller still (sixteenth session; benchmarks/bench_retrieval.py --batch_size 8 --textmoco_steps 400: MNRL's
+    # equal time --baseline_batch_size 8 --textmoco_steps 400 --baseline_steps mnrl=422)
+    "recipe default, batch 8 x 400 steps": _R_PAIRS_DEFAULT + ["--batch_size", "8", "--max_steps", "400"],
 }
 # the cells ran at momentum 0.995 (the recipe's default then; 0.9 since, chosen from this table and the DEV split)
 # and with the EMA copy's keys (key_encoder momentum; the pairs default is momentum_a since the ninth session)
