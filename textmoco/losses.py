@@ -138,12 +138,12 @@ def compute_loss_from_embeddings(q: torch.Tensor, k: torch.Tensor, ids: Optional
 def compute_moco_loss(out, ids: Optional[torch.Tensor], queue: tuple, cfg: ObjectiveConfig,
                       filter_active: bool = True, guide: Optional[Guide] = None, gather: bool = True) -> LossOutput:
     """The loss of one micro-batch under any number of processes, from the model's output ``out`` (a
-    :class:`~textmoco.model.MoCoOutput`: ``q``, ``k`` and, when present, ``q_b``, ``k_a``, ``k_neg``). The loss
+    :class:`~textmoco.model.MoCoOutput`: ``q``, ``k``, and ``q_b``, ``k_a``, ``k_neg`` or None). The loss
     owns its gather (as sentence-transformers' MNRL does): what ``cfg`` needs from the other processes — their
     queries (with gradient) for the weighted key term's batch negatives, their keys for ``batch_negatives`` — is
     all-gathered here (``gather=False``: this process's batch only; one process: nothing to gather); then
     :func:`compute_loss_from_embeddings`. With ``cfg.key_gradient`` view b's keys are its query pass ``out.q_b``."""
-    q_b, k_a, k_neg = (getattr(out, name, None) for name in ("q_b", "k_a", "k_neg"))
+    q_b, k_a, k_neg = out.q_b, out.k_a, out.k_neg
     k = q_b if cfg.key_gradient else out.k
     ids_all, offset, q_all, (k_all, k_a_all) = distributed.gather_batch(
         ids, out.q if gather and cfg.batch_queries_needed else None,

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpointing, distributed
-from .finite_steps import check_finite_state, clip_and_step, on_skipped_step
 from .config import ObjectiveConfig, QueueConfig, TrainConfig, check_together
 from .encoders.base import move_to_device
+from .finite_steps import check_finite_state, clip_and_step, on_skipped_step
 from .losses import Guide, compute_moco_loss
 from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
