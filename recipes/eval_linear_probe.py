@@ -11,7 +11,7 @@ from argparse import RawDescriptionHelpFormatter
 
 from textmoco.cli import OneLineErrorParser, add_bool_argument, run_main
 from textmoco.encoders.vision import VisionEncoder
-from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
+from textmoco.evaluation.probe import ProbeEvaluator
 from textmoco.runs import rounded
 
 
@@ -37,9 +37,10 @@ def main(argv=None) -> dict:
     except OSError as err:
         raise ValueError(f"model {args.model!r} could not be loaded ({str(err).splitlines()[0]}); pass a "
                          "directory written by train_vision.py / save_pretrained or a reachable Hub id") from err
-    results = evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te))
+    evaluator = ProbeEvaluator((x_tr, y_tr), (x_te, y_te))
+    results = evaluator(encoder)
     if args.raw_pixels:
-        results["raw_pixels"] = raw_pixel_baseline(x_tr, y_tr, x_te, y_te)
+        results["raw_pixels"] = evaluator.raw_pixels()
     print(json.dumps(rounded(results)))
     return results
 

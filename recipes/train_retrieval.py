@@ -37,7 +37,8 @@ from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, par
 from textmoco.data.retrieval import CropDataset, PairDataset
 from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_splits, retrieval_task
 from textmoco.encoders.text import TextEncoder
-from textmoco.evaluation.retrieval import bm25_retrieval, evaluate_retrieval, make_evaluator
+from textmoco.evaluation.protocol import run_metrics
+from textmoco.evaluation.retrieval import RetrievalEvaluator
 from textmoco.guide import build_guide
 from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, st_device, start_run,
                            write_results)
@@ -217,7 +218,7 @@ def main(argv=None) -> dict:
         articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
     splits = retrieval_splits(articles)
     queries, corpus, relevant = retrieval_task(articles, splits[args.eval_split])
-    evaluator = make_evaluator(queries, corpus, relevant, args.eval_batch_size) if state.is_main_process else None
+    evaluator = RetrievalEvaluator(queries, corpus, relevant, args.eval_batch_size, name=args.eval_split)
     start_model = args.model or default_model()
     dataset = training_data(args if not args.baseline else _as_pairs(args), articles, splits["train"], train.seed)
     check_dataset_size(len(dataset), train, state.num_processes)
@@ -225,21 +226,20 @@ def main(argv=None) -> dict:
     results = {"mode": args.baseline or args.mode, "eval_split": args.eval_split, "num_queries": len(queries),
                "corpus_size": len(corpus), "train_examples": len(dataset)}
     if args.bm25 and state.is_main_process:
-        results["bm25"] = bm25_retrieval(queries, corpus, relevant, evaluator=evaluator)
+        results["bm25"] = evaluator.bm25()
         print(f"BM25 {args.eval_split}: {json.dumps(results['bm25'])}")
     set_seed(train.seed)
     with state.main_process_first():  # the main process downloads/caches the model first
         encoder = load_encoder(args)
-    before = evaluate_before_training(
-        out, checkpoint, lambda: evaluate_retrieval(encoder, queries, corpus, relevant, evaluator=evaluator),
-        enabled=not args.no_eval_before)
+    before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder), enabled=not args.no_eval_before)
     if before:
         print(f"start model {args.eval_split}: {json.dumps(before)}")
     results["before"] = before
     if args.baseline:
         model, steps, seconds = train_st_baseline(args, dataset, out, start_model, train.seed)
         results.update(steps=steps, train_s=round(seconds, 1), s_per_step=round(seconds / max(steps, 1), 3))
-        results["after"] = evaluate_retrieval(model, queries, corpus, relevant, evaluator=evaluator)
+        results["after"] = evaluator(model)
+        results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
         print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: "
               f"{json.dumps(results['after'])}")
         model.save(str(out))
@@ -257,10 +257,10 @@ def main(argv=None) -> dict:
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
     if state.is_main_process:
-        results["after"] = evaluate_retrieval(trainer.unwrapped.encoder, queries, corpus, relevant, evaluator=evaluator)
+        results["after"] = evaluator(trainer.unwrapped.encoder)
         print(f"textmoco {args.mode} after {trainer.state['step']} steps {args.eval_split}: "
               f"{json.dumps(results['after'])}")
-        results["metrics"] = {f"{args.eval_split}_{k}": v for k, v in results["after"].items()}
+        results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer({str(out)!r})\n"
              "emb = model.encode(['1968 film by Stanley Kubrick'])")
     finish_run(trainer, train.output_dir, results,

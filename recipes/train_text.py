@@ -21,7 +21,8 @@ from textmoco.data.text import (SentenceDataset, load_dataset_sentences, read_se
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
 from textmoco.data.corpora import CORPORA, load_corpus
-from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table, headline
+from textmoco.evaluation.protocol import run_metrics
+from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.guide import build_guide
 from textmoco.data.loader import check_dataset_size
@@ -147,21 +148,20 @@ def main(argv=None) -> dict:
         final = snapshot(trained)
         for alpha in args.eval_average_alphas:
             interpolate_(trained, start, alpha)
-            results[f"average_with_start_{alpha:g}"] = headline(evaluator(trained))
+            results[f"average_with_start_{alpha:g}"] = evaluator.headline(evaluator(trained))
             trained.load_state_dict(final, strict=False)
     if start is not None:
         interpolate_(trained, start, args.average_with_start)
     if state.is_main_process:
         after = evaluator(trained)
-        results["metrics"] = {**{f"{k}_before": v for k, v in headline(before or {}).items()}, **after}
+        results["metrics"] = run_metrics(evaluator, after, before)
         print("Spearman x100 (cosine; STS12-16: 'all' setting)\n" + format_table(before, after))
     base = args.model or "sentence-transformers/all-MiniLM-L6-v2"
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer("
              f"{(args.hub_model_id or str(out))!r})\n"
              "emb = model.encode(['A man plays guitar.', 'Someone plays music.'])")
     # the card: sentence-transformers' own generator (model-index from these scores, x100 -> [0, 1])
-    scores = {k: round(v / 100, 4) for k, v in headline(results.get("metrics") or {}).items()
-              if isinstance(v, (int, float)) and not k.endswith("_before")}
+    scores = {k: round(v / 100, 4) for k, v in evaluator.headline(after).items()} if state.is_main_process else {}
     text_card = {"sts_metrics": {f"spearman_cosine_{k}": v for k, v in scores.items()}, "sts_name": "sts",
                  "train_sentences": sentences}
     finish_run(trainer, train.output_dir, results,

@@ -18,7 +18,8 @@ from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, par
 from textmoco.data.images import ImageDataset, channel_stats, load_digits_split, load_image_dataset, load_mnist_5k
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
-from textmoco.evaluation.probe import evaluate_features, raw_pixel_baseline
+from textmoco.evaluation.probe import ProbeEvaluator
+from textmoco.evaluation.protocol import run_metrics
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer
 
@@ -108,14 +109,14 @@ def main(argv=None) -> dict:
     head = (ProjectionHead(encoder.embedding_dim, args.head_hidden, args.head_dim, last_batch_norm=args.head_last_bn)
             if args.head_dim else None)
     out = Path(train.output_dir)
-    before = evaluate_before_training(out, checkpoint, lambda: {
-        **evaluate_features(encoder, (x_tr, y_tr), (x_te, y_te)),
-        "raw_pixels": raw_pixel_baseline(x_tr, y_tr, x_te, y_te)})
+    evaluator = ProbeEvaluator((x_tr, y_tr), (x_te, y_te))
+    before = evaluate_before_training(out, checkpoint,
+                                      lambda: {**evaluator(encoder), "raw_pixels": evaluator.raw_pixels()})
 
     def knn_monitor(trainer, step):
         if not args.knn_every or step % args.knn_every or not trainer.accelerator.is_main_process:
             return None
-        return {"knn": evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te), probe=False)["knn"]}
+        return evaluator(trainer.unwrapped.encoder, probe=False)
 
     model = MoCoModel(encoder, head)
     trainer = MoCoTrainer(model, ImageDataset(x_tr), objective, queue, train, callbacks=[knn_monitor])
@@ -128,11 +129,8 @@ def main(argv=None) -> dict:
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
     if state.is_main_process:
-        after = evaluate_features(trainer.unwrapped.encoder, (x_tr, y_tr), (x_te, y_te))
-        results["metrics"] = {"linear_probe_before": before["linear_probe"], "knn_before": before["knn"],
-                              "raw_pixels_linear_probe": before["raw_pixels"]["linear_probe"],
-                              "raw_pixels_knn": before["raw_pixels"]["knn"],
-                              "linear_probe": after["linear_probe"], "knn": after["knn"]}
+        after = evaluator(trainer.unwrapped.encoder)
+        results["metrics"] = run_metrics(evaluator, after, before, baselines={"raw_pixels": before["raw_pixels"]})
         m = results["metrics"]
         print(f"linear probe top-1: random init {m['linear_probe_before']:.4f} -> trained {m['linear_probe']:.4f} "
               f"(raw pixels {m['raw_pixels_linear_probe']:.4f})")

@@ -67,6 +67,9 @@ def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_p
                            "0.9", "--guide_threshold", "0.8", "--no_eval_before", "--progress", "false"])
     assert results["steps"] == 3 and results["mode"] == mode
     assert set(results["after"]) >= {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"}
+    split = results["eval_split"]  # results.json's metrics: the protocol's names, prefixed by the split
+    assert results["metrics"][f"{split}_ndcg@10"] == results["after"]["ndcg@10"]
+    assert not any(k.endswith("_before") for k in results["metrics"])  # --no_eval_before
     emb = SentenceTransformer(str(out), device="cpu").encode(["planet number 3"])
     assert emb.shape == (1, 32)
     saved = json.loads((out / "textmoco_config.json").read_text())

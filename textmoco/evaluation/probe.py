@@ -5,6 +5,7 @@
   samples vote for their class with weight ``exp(sim / temperature)``), vectorised in torch and chunked over queries.
 - :func:`evaluate_features`: encode train and test images with an encoder's ``encode`` and run both.
 - :func:`raw_pixel_baseline`: the same two measures on flattened pixels (the bar any learned feature must clear).
+- :class:`ProbeEvaluator`: one train/test split as the recipes' :class:`~textmoco.evaluation.protocol.Evaluator`.
 
 Shapes: features (N, D) float (torch or numpy), labels (N,) ints.
 """
@@ -122,3 +123,28 @@ def raw_pixel_baseline(train_images: Any, train_labels: Any, test_images: Any, t
     tr, te = flat(train_images), flat(test_images)
     return {"linear_probe": linear_probe(tr, train_labels, te, test_labels),
             "knn": knn_accuracy(tr, train_labels, te, test_labels, k=k, temperature=temperature)}
+
+
+class ProbeEvaluator:
+    """A labelled train/test split as an :class:`~textmoco.evaluation.protocol.Evaluator`: ``evaluator(encoder)``
+    -> :func:`evaluate_features` (``{"knn", "linear_probe"}``; ``probe=False``: kNN only, the training monitor),
+    ``evaluator.raw_pixels()`` -> :func:`raw_pixel_baseline` on the same split."""
+
+    name = ""
+    primary_metric = "linear_probe"
+
+    def __init__(self, train: Sequence[Any], test: Sequence[Any], batch_size: int = 256, k: int = 200,
+                 temperature: float = 0.1):
+        self.train, self.test = train, test
+        self.options = dict(batch_size=batch_size, k=k, temperature=temperature)
+
+    def __call__(self, encoder: Any, probe: bool = True) -> dict[str, float]:
+        return evaluate_features(encoder, self.train, self.test, probe=probe, **self.options)
+
+    def raw_pixels(self) -> dict[str, float]:
+        (x_tr, y_tr), (x_te, y_te) = self.train, self.test
+        return raw_pixel_baseline(x_tr, y_tr, x_te, y_te, k=self.options["k"],
+                                  temperature=self.options["temperature"])
+
+    def headline(self, scores: dict[str, Any]) -> dict[str, float]:
+        return {k: scores[k] for k in ("linear_probe", "knn") if k in scores}

@@ -7,6 +7,7 @@ the same evaluator's ``compute_metrics``, so both rows of a table come from one 
 Inputs (the evaluator's layout): ``queries`` {qid: text}, ``corpus`` {cid: text}, ``relevant`` {qid: {cid, ...}};
 queries without a relevant document are ignored. Scores are returned x100 as
 ``{"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "num_queries", "corpus_size"}``.
+:class:`RetrievalEvaluator` holds one task and is the recipes' :class:`~textmoco.evaluation.protocol.Evaluator`.
 """
 from __future__ import annotations
 
@@ -107,3 +108,26 @@ def bm25_retrieval(queries: Mapping[str, str], corpus: Mapping[str, str], releva
                                                      show_progress=False), k=k, show_progress=False)
     ranked = [[(corpus_ids[int(d)], float(s)) for d, s in zip(row_d, row_s)] for row_d, row_s in zip(docs, scores)]
     return ranked_lists_to_scores(ranked, evaluator)
+
+
+class RetrievalEvaluator:
+    """One retrieval task as an :class:`~textmoco.evaluation.protocol.Evaluator`: ``evaluator(model)`` ->
+    :func:`evaluate_retrieval`'s dict, ``evaluator.bm25()`` -> :func:`bm25_retrieval`'s on the same task;
+    ``name`` (e.g. the split) prefixes the names in the run's metrics record."""
+
+    primary_metric = "ndcg@10"
+
+    def __init__(self, queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, set],
+                 batch_size: int = 64, name: str = ""):
+        self.name = name
+        self.evaluator = make_evaluator(queries, corpus, relevant, batch_size, name=name or "retrieval")
+        self.queries, self.corpus, self.relevant = queries, corpus, relevant
+
+    def __call__(self, model: Any) -> dict:
+        return evaluate_retrieval(model, self.queries, self.corpus, self.relevant, evaluator=self.evaluator)
+
+    def bm25(self, **kwargs) -> dict:
+        return bm25_retrieval(self.queries, self.corpus, self.relevant, evaluator=self.evaluator, **kwargs)
+
+    def headline(self, scores: Mapping[str, Any]) -> dict:
+        return {k: scores[k] for k in METRIC_KEYS if k in scores}

@@ -111,8 +111,10 @@ def load_suite(senteval_dir: Optional[str | os.PathLike] = None, tasks: Sequence
 class STSSuiteEvaluator:
     """Call with a model (SentenceTransformer, TextEncoder, or ``list[str] -> (N, D)``); returns a flat dict:
     ``{task}`` = Spearman x100 in the "all" setting, ``{task}/{subset}`` per subset, ``{task}_pearson``,
-    ``sts_avg`` = mean of the tasks' headline figures (``primary_metric``), ``sts_tasks`` = how many."""
+    ``sts_avg`` = mean of the tasks' headline figures (``primary_metric``), ``sts_tasks`` = how many.
+    An :class:`~textmoco.evaluation.protocol.Evaluator`."""
 
+    name = ""  # the task names already say what they are
     primary_metric = "sts_avg"
 
     def __init__(self, senteval_dir: Optional[str | os.PathLike] = None, tasks: Sequence[str] = SENTEVAL_TASKS,
@@ -159,6 +161,9 @@ class STSSuiteEvaluator:
         out["sts_avg"] = float(np.mean([out[t] for t in self.suite]))
         out["sts_tasks"] = len(self.suite)
         return out
+
+    def headline(self, scores: dict[str, float]) -> dict[str, float]:
+        return headline(scores)
 
 
 def headline(scores: dict[str, float]) -> dict[str, float]:

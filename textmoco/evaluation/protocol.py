@@ -1,0 +1,57 @@
+"""The one evaluation protocol every recipe uses (the shape of sentence-transformers' ``BaseEvaluator``).
+
+An evaluator is called with a model and returns a flat ``{metric name: value}`` dict; ``primary_metric`` names its
+headline figure and ``headline(scores)`` keeps the figures that tables and model cards show (per-subset or
+bookkeeping entries dropped). Three implement it:
+
+- :class:`~textmoco.evaluation.sts_suite.STSSuiteEvaluator`: STS12-16 + STS-B, Spearman x100 (``sts_avg``);
+- :class:`~textmoco.evaluation.retrieval.RetrievalEvaluator`: nDCG@10, MRR@10, Recall@1/10/100 x100 (``ndcg@10``);
+- :class:`~textmoco.evaluation.probe.ProbeEvaluator`: linear probe and kNN top-1 on frozen features
+  (``linear_probe``).
+
+:func:`run_metrics` turns one evaluator's scores before and after training (and any baselines) into the
+``metrics`` record of results.json and the model card, named the same way by every recipe::
+
+    metrics = run_metrics(evaluator, after, before, baselines={"bm25": bm25_scores})
+    # {"<prefix>ndcg@10": ..., "<prefix>ndcg@10_before": ..., "bm25_<prefix>ndcg@10": ..., ...}
+
+where ``<prefix>`` is ``evaluator.name + "_"`` when the evaluator has a name (the retrieval split), else empty.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """``evaluator(model) -> {metric: value}``; ``primary_metric`` is one of the keys; ``headline(scores)`` the
+    subset to tabulate; ``name`` (may be empty) prefixes the names in :func:`run_metrics`."""
+
+    name: str
+    primary_metric: str
+
+    def __call__(self, model: Any) -> dict[str, float]: ...
+
+    def headline(self, scores: Mapping[str, Any]) -> dict[str, float]: ...
+
+
+def _prefixed(evaluator: Evaluator, scores: Mapping[str, Any], suffix: str = "", prefix: str = "") -> dict:
+    name = f"{evaluator.name}_" if evaluator.name else ""
+    return {f"{prefix}{name}{k}{suffix}": v for k, v in scores.items()}
+
+
+def run_metrics(evaluator: Evaluator, after: Optional[Mapping[str, Any]], before: Optional[Mapping[str, Any]] = None,
+                baselines: Optional[Mapping[str, Optional[Mapping[str, Any]]]] = None) -> dict[str, Any]:
+    """The run's metrics record: each baseline's headline figures as ``{baseline}_{metric}``, the start model's
+    headline figures as ``{metric}_before``, then every figure after training as ``{metric}`` (names prefixed by
+    ``evaluator.name``). Missing parts (None) are left out."""
+    out: dict[str, Any] = {}
+    for label, scores in (baselines or {}).items():
+        if scores:
+            out.update(_prefixed(evaluator, evaluator.headline(scores), prefix=f"{label}_"))
+    if before:
+        out.update(_prefixed(evaluator, evaluator.headline(before), suffix="_before"))
+    if after:
+        out.update(_prefixed(evaluator, after))
+    return out
+
