@@ -60,7 +60,8 @@ def main(argv=None) -> None:
             model = train_in_batch_baseline(train_text.default_model(), train_text.load_sentences(opts), str(run_dir),
                                             batch_size=opts.batch_size, max_steps=opts.max_steps, lr=opts.lr,
                                             seed=seed, max_length=opts.max_length, temperature=opts.temperature)
-            scores = headline(train_text.build_evaluator(opts)(model))
+            evaluator = train_text.build_evaluator(opts)
+            scores = evaluator.headline(evaluator(model))
         else:
             results = train_text.main(base + cells[name] + extra)
             scores = {k: v for k, v in results["metrics"].items() if k in headline(results["metrics"])}
@@ -82,7 +83,8 @@ def main(argv=None) -> None:
 
         encoder = train_text.TextEncoder(opts.model or train_text.default_model(), eval_max_length=256)
         encoder.to("cuda" if torch.cuda.is_available() else "cpu")
-        scores["start"] = headline(train_text.build_evaluator(opts)(encoder))
+        evaluator = train_text.build_evaluator(opts)
+        scores["start"] = evaluator.headline(evaluator(encoder))
         json_path.write_text(json.dumps(scores, indent=2))
     metrics = list(scores["start"])
     header = (f"Spearman x100 (cosine; STS12-16 in the 'all' setting), mean ± std over seeds; start model "
