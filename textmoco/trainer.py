@@ -67,6 +67,14 @@ class _Window:
     keys_finite: Optional[bool] = None
 
 
+@dataclass
+class _FitClock:
+    """What one ``fit`` call carries across optimizer steps: when it started (``elapsed_s``) and how many steps in
+    a row were skipped (the ``max_consecutive_skips`` policy)."""
+    started: float = field(default_factory=time.time)
+    consecutive_skips: int = 0
+
+
 class MoCoTrainer:
     def __init__(self, model: MoCoModel, train_dataset: Dataset, objective: ObjectiveConfig,
                  queue: QueueConfig, train: TrainConfig, accelerator: Optional[Accelerator] = None,
@@ -218,7 +226,7 @@ class MoCoTrainer:
         bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="textmoco",
                    disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
         self.model.train()
-        window, self._skips, self._started = _Window(), 0, time.time()  # _skips: consecutive skipped steps
+        window, clock = _Window(), _FitClock()
         for batch in ([] if self._done() else self._micro_batches()):
             with acc.accumulate(self.model):
                 result, keys, ids = self._loss(batch)
@@ -232,7 +240,7 @@ class MoCoTrainer:
             window.stats.append(result.stat_tensors)  # device tensors: no sync here
             self.state["batches_in_epoch"] += 1
             if acc.sync_gradients:
-                self._end_of_optimizer_step(window, bar)
+                self._end_of_optimizer_step(window, clock, bar)
                 window = _Window()
                 if self._done():
                     break
@@ -259,19 +267,19 @@ class MoCoTrainer:
             self.state["epoch"] += 1
             self.state["batches_in_epoch"] = 0
 
-    def _end_of_optimizer_step(self, window: "_Window", bar) -> None:
+    def _end_of_optimizer_step(self, window: _Window, clock: _FitClock, bar) -> None:
         """After the optimizer step (taken or skipped) of an accumulation window: the skip policy, EMA + enqueue of
         the window's keys (all processes; a skipped step moves neither), LR schedule, metrics row, checkpoint."""
         cfg, step = self.cfg, self.state["step"]
-        self._skips = 0 if window.ok else self._skips + 1
+        clock.consecutive_skips = 0 if window.ok else clock.consecutive_skips + 1
         if not window.ok:
-            on_skipped_step(self.accelerator, cfg, step + 1, self._skips, window.scaler_skip)
+            on_skipped_step(self.accelerator, cfg, step + 1, clock.consecutive_skips, window.scaler_skip)
         m = self.moco.after_optimizer_step(torch.cat(window.keys), torch.cat(window.ids), self.total_steps,
                                            ok=window.ok, step=step, keys_finite=window.keys_finite)
         self.scheduler.step()
         self.state["step"] = step = step + 1
         if step % cfg.log_every == 0 or step == self.total_steps:
-            row = self._metrics_row(step, m, window.stats, window.ok, self._started)
+            row = self._metrics_row(step, m, window.stats, window.ok, clock.started)
             for callback in self.callbacks:
                 row.update(callback(self, step) or {})
             self._log(row)
