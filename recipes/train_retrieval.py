@@ -37,7 +37,7 @@ from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, par
 from textmoco.data.retrieval import CropDataset, PairDataset
 from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_splits, retrieval_task
 from textmoco.encoders.text import TextEncoder
-from textmoco.evaluation.protocol import run_metrics
+from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.retrieval import RetrievalEvaluator
 from textmoco.guide import build_guide
 from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, st_device, start_run,
@@ -93,6 +93,9 @@ def get_parser():
     g.add_argument("--crop_min_length", type=int, default=4, help="crops: minimum span in words")
     g.add_argument("--crop_delete", type=float, default=0.0, help="crops: per-word deletion probability")
     add_bool_argument(g, "--no_eval_before", help="skip the evaluation of the starting model")
+    g.add_argument("--eval_every", type=int, default=0,
+                   help="also evaluate --eval_split every N optimizer steps during training, into metrics.jsonl and "
+                        "the training-curve plot (0 = only before and after; its time counts in train_s)")
     add_bool_argument(g, "--bm25", help="also report BM25 (bm25s) on the evaluation split")
     add_run_arguments(parser)
     parser._option_string_actions["--momentum"].help += " (default here: 0.9 for --mode pairs, 0.995 for crops)"
@@ -156,12 +159,12 @@ def load_encoder(args) -> TextEncoder:
     return TextEncoder(args.model or default_model(), max_length=args.max_length, eval_max_length=args.eval_max_length)
 
 
-def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder) -> MoCoTrainer:
+def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder, callbacks=()) -> MoCoTrainer:
     """This recipe's textmoco model (symmetric when ``dual_mode`` is) and trainer, with the guide when
     ``--guide_threshold`` is set (benchmarks/bench_retrieval.py times exactly this)."""
     guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
     model = MoCoModel(encoder)
-    return MoCoTrainer(model, dataset, objective, queue, train, guide=guide)
+    return MoCoTrainer(model, dataset, objective, queue, train, guide=guide, callbacks=list(callbacks))
 
 
 def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int, callbacks=()):
@@ -219,6 +222,7 @@ def main(argv=None) -> dict:
     splits = retrieval_splits(articles)
     queries, corpus, relevant = retrieval_task(articles, splits[args.eval_split])
     evaluator = RetrievalEvaluator(queries, corpus, relevant, args.eval_batch_size, name=args.eval_split)
+    monitor = periodic_evaluation(evaluator, args.eval_every, option="--eval_every")
     start_model = args.model or default_model()
     dataset = training_data(args if not args.baseline else _as_pairs(args), articles, splits["train"], train.seed)
     check_dataset_size(len(dataset), train, state.num_processes)
@@ -245,7 +249,8 @@ def main(argv=None) -> dict:
         model.save(str(out))
         write_results(str(out), results)
         return results
-    trainer = build_trainer(args, objective, queue, train, dataset, encoder)
+    trainer = build_trainer(args, objective, queue, train, dataset, encoder,
+                            callbacks=[monitor])
     confirm_run(trainer, checkpoint, args)
     state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
     started = time.time()
@@ -265,7 +270,8 @@ def main(argv=None) -> dict:
              "emb = model.encode(['1968 film by Stanley Kubrick'])")
     finish_run(trainer, train.output_dir, results,
                dict(title=f"textmoco retriever ({args.mode}, wiki-vital)", base_model=args.model or
-                    "sentence-transformers/all-MiniLM-L6-v2", modality="text", usage_snippet=usage, datasets=None),
+                    "sentence-transformers/all-MiniLM-L6-v2", modality="text", usage_snippet=usage, datasets=None,
+                    curve_metrics=curve_metrics(evaluator)),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
     return results
 

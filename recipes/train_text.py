@@ -21,7 +21,7 @@ from textmoco.data.text import (SentenceDataset, load_dataset_sentences, read_se
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.text import TextEncoder
 from textmoco.data.corpora import CORPORA, load_corpus
-from textmoco.evaluation.protocol import run_metrics
+from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.guide import build_guide
@@ -74,6 +74,9 @@ def get_parser():
     g.add_argument("--eval_average_alphas", type=float, nargs="*", default=[],
                    help="also report the STS suite for these --average_with_start values (to choose one)")
     add_bool_argument(g, "--no_eval_before", help="skip the evaluation of the starting model")
+    g.add_argument("--eval_every", type=int, default=0,
+                   help="also evaluate (the same STS suite) every N optimizer steps during training, into "
+                        "metrics.jsonl and the training-curve plot (0 = only before and after)")
     add_bool_argument(g, "--trust_remote_code", help="allow custom model code from the Hub")
     add_run_arguments(parser)
     return parser
@@ -118,6 +121,7 @@ def main(argv=None) -> dict:
         raise ValueError(f"--average_with_start={args.average_with_start!r} is invalid: it must be in [0, 1]")
     with state.main_process_first():  # the main process downloads/caches data and model; the others then read them
         evaluator = build_evaluator(args)  # a bad --eval_split / --senteval_dir fails now, not after training
+        monitor = periodic_evaluation(evaluator, args.eval_every, option="--eval_every")
         sentences = load_sentences(args)
         check_dataset_size(len(sentences), train, state.num_processes)  # before the model is loaded
         set_seed(train.seed)
@@ -135,7 +139,8 @@ def main(argv=None) -> dict:
         encoder.to("cuda" if torch.cuda.is_available() else "cpu")
         guide = build_guide(encoder.encode, sentences)
     model = MoCoModel(encoder, head)
-    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train, guide=guide)
+    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train, guide=guide,
+                          callbacks=[monitor])
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(sentences)} sentences for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)
@@ -168,7 +173,7 @@ def main(argv=None) -> dict:
                dict(title=f"textmoco sentence embeddings ({Path(base).name})", base_model=base, modality="text",
                     usage_snippet=usage,
                     datasets=None if (args.train_file or args.dataset) else ["sentence-transformers/stsb"],
-                    text_card=text_card),
+                    text_card=text_card, curve_metrics=curve_metrics(evaluator)),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
     state.print(f"model saved to {out.resolve()}\n"
                 "  load it with: from sentence_transformers import SentenceTransformer; "

@@ -19,7 +19,7 @@ from textmoco.data.images import ImageDataset, channel_stats, load_digits_split,
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
 from textmoco.evaluation.probe import ProbeEvaluator
-from textmoco.evaluation.protocol import run_metrics
+from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
 from textmoco.trainer import MoCoTrainer
 
@@ -58,7 +58,8 @@ def get_parser():
     g.add_argument("--head_dim", type=int, default=128, help="MLP head output size (0 = no head)")
     add_bool_argument(g, "--head_last_bn", default=True,
                       help="affine-free BatchNorm on the head output (MoCo v3 style)")
-    g.add_argument("--knn_every", type=int, default=0, help="kNN monitor on the held-out split every N steps (0 = off)")
+    g.add_argument("--knn_every", type=int, default=0,
+                   help="kNN monitor on the held-out split every N steps, into metrics.jsonl and the plot (0 = off)")
     add_run_arguments(parser)
     return parser
 
@@ -110,13 +111,9 @@ def main(argv=None) -> dict:
             if args.head_dim else None)
     out = Path(train.output_dir)
     evaluator = ProbeEvaluator((x_tr, y_tr), (x_te, y_te))
+    knn_monitor = periodic_evaluation(evaluator, args.knn_every, "--knn_every", probe=False)  # kNN: cheap to repeat
     before = evaluate_before_training(out, checkpoint,
                                       lambda: {**evaluator(encoder), "raw_pixels": evaluator.raw_pixels()})
-
-    def knn_monitor(trainer, step):
-        if not args.knn_every or step % args.knn_every or not trainer.accelerator.is_main_process:
-            return None
-        return evaluator(trainer.unwrapped.encoder, probe=False)
 
     model = MoCoModel(encoder, head)
     trainer = MoCoTrainer(model, ImageDataset(x_tr), objective, queue, train, callbacks=[knn_monitor])
@@ -143,7 +140,8 @@ def main(argv=None) -> dict:
                dict(title=f"textmoco vision backbone ({args.model or 'ViT from scratch'}, {args.dataset})",
                     base_model=args.model, modality="image",
                     vision_card=dict(dataset=args.dataset, usage_snippet=trained.usage_snippet(model_id),
-                                     pooling_comment=pooling_comment, test_split=args.test_split)),
+                                     pooling_comment=pooling_comment, test_split=args.test_split),
+                    curve_metrics=curve_metrics(evaluator, ["knn"])),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
     return results
 

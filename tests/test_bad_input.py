@@ -64,6 +64,8 @@ CLI_CASES = [
      ["1 empty sentence(s), the first at line 2", "--drop_empty"]),
     ("all-duplicates", "a train file of one sentence repeated 50 times", ["--train_file", "{tmp}/duplicates.txt"],
      EARLIER, ["fewer than 2 usable sentences after removing duplicates (50 sentences, 1 unique)"]),
+    ("eval_every-negative", "`--eval_every -1`", ["--eval_every", "-1"], EARLIER,
+     ["--eval_every=-1 is invalid", "an integer >= 0"]),
     ("batch-larger-than-data", "`--batch_size 200` with 100 sentences", ["--batch_size", "200"], EARLIER,
      ["100 samples, fewer than one batch (batch_size=200 x 1 processes)", "lower batch_size or add data"]),
     ("output_dir-is-file", "`--output_dir` that is a file", [], "file",

@@ -78,3 +78,65 @@ def test_probe_evaluator_is_the_functions_it_wraps():
     record = run_metrics(ev, ev(Flat()), before, baselines={"raw_pixels": before["raw_pixels"]})
     assert set(record) == {"raw_pixels_linear_probe", "raw_pixels_knn", "linear_probe_before", "knn_before",
                            "linear_probe", "knn"}  # the vision recipe's names (and its model card's)
+
+
+class _Trainer:
+    def __init__(self, main=True):
+        self.accelerator = type("A", (), {"is_main_process": main})()
+        self.unwrapped = type("U", (), {"encoder": "the query encoder"})()
+
+
+class _DrawingEvaluator(Named):
+    """Draws from the global RNG while it evaluates (as loading or exporting a model may) and records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, **kwargs):
+        self.calls.append((model, kwargs))
+        torch.rand(100)
+        return super().__call__(model)
+
+
+def test_periodic_evaluation_runs_every_n_steps_on_the_main_process_and_keeps_the_rng():
+    from textmoco.evaluation.protocol import periodic_evaluation
+
+    ev = _DrawingEvaluator()
+    monitor = periodic_evaluation(ev, 3, probe=False)
+    torch.manual_seed(0)
+    rows = {step: monitor(_Trainer(), step) for step in range(1, 8)}
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))  # the evaluations drew nothing from the training's RNG stream
+    assert rows == {1: None, 2: None, 3: {"dev_x": 1.0, "dev_y": 2.0}, 4: None, 5: None,
+                    6: {"dev_x": 1.0, "dev_y": 2.0}, 7: None}
+    assert ev.calls == [("the query encoder", {"probe": False})] * 2
+    assert [s for s in range(1, 8) if monitor.logs_step(s)] == [3, 6]  # the trainer logs these steps
+    assert periodic_evaluation(ev, 3)(_Trainer(main=False), 3) is None
+    assert not periodic_evaluation(ev, 0).logs_step(4)
+    with pytest.raises(ValueError, match="--eval_every=-2 is invalid"):
+        periodic_evaluation(ev, -2, option="--eval_every")
+
+
+def test_text_recipe_evaluates_during_training_without_changing_it(text_cli, tmp_path):
+    """--eval_every 3 with --log_every 2: steps 3 and 6 get rows with the suite's figures (the trainer logs them
+    although log_every would not), the last one equals the final evaluation, and the training is the same as
+    without the evaluations (loss rows equal)."""
+    import json
+
+    from textrun import load_recipe
+
+    recipe = load_recipe()
+    runs = {}
+    for every in (0, 3):
+        out = tmp_path / f"every{every}"
+        recipe.main(text_cli.args(out, "--eval_every", str(every), "--log_every", "2", max_steps=6))
+        runs[every] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    plain, evaluated = runs[0], runs[3]
+    assert [r["step"] for r in plain] == [2, 4, 6] and [r["step"] for r in evaluated] == [2, 3, 4, 6]
+    assert [r["loss"] for r in plain] == [r["loss"] for r in evaluated if r["step"] != 3]
+    name = "sts"  # text_cli's STS file is sts.csv: its task is named after the file stem
+    assert {name, "sts_avg"} <= set(evaluated[1]) and name not in evaluated[0]
+    final = json.loads((tmp_path / "every3" / "results.json").read_text())["metrics"]
+    assert evaluated[-1]["sts_avg"] == pytest.approx(final["sts_avg"], abs=1e-4)
+    assert (tmp_path / "every3" / "training_curve.png").stat().st_size > 0

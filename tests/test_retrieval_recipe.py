@@ -64,12 +64,15 @@ def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_p
                            "--output_dir", str(out), "--max_steps", "3", "--batch_size", "4", "--queue_size", "8",
                            "--max_length", "16", "--eval_max_length", "16", "--filter_warmup_steps", "1",
                            "--selection", "top_k", "--top_k", "4", "--id_guard", "true", "--guard_threshold",
-                           "0.9", "--guide_threshold", "0.8", "--no_eval_before", "--progress", "false"])
+                           "0.9", "--guide_threshold", "0.8", "--no_eval_before", "--progress", "false",
+                           "--eval_every", "3"])
     assert results["steps"] == 3 and results["mode"] == mode
     assert set(results["after"]) >= {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"}
     split = results["eval_split"]  # results.json's metrics: the protocol's names, prefixed by the split
     assert results["metrics"][f"{split}_ndcg@10"] == results["after"]["ndcg@10"]
     assert not any(k.endswith("_before") for k in results["metrics"])  # --no_eval_before
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3 and rows[-1][f"{split}_ndcg@10"] == results["after"]["ndcg@10"]  # --eval_every 3
     emb = SentenceTransformer(str(out), device="cpu").encode(["planet number 3"])
     assert emb.shape == (1, 32)
     saved = json.loads((out / "textmoco_config.json").read_text())

@@ -198,7 +198,8 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
                push_to_hub: Optional[str] = None, hub_private: bool = False,
                save_final_checkpoint: Optional[bool] = None) -> None:
     """After training (main process only): export the encoder into ``output_dir``, write the model card,
-    results.json and training_curve.png, and optionally upload the directory (checkpoints excluded). Then, unless
+    results.json and training_curve.png (``card["curve_metrics"]``: the metrics.jsonl names of an evaluation during
+    training, plotted in their own panel), and optionally upload the directory (checkpoints excluded). Then, unless
     ``save_final_checkpoint`` (default: the ``--save_final_checkpoint`` option :func:`confirm_run` saw, else
     False), delete the final checkpoint (:func:`drop_final_checkpoint`)."""
     from .export import push_to_hub as upload
@@ -211,6 +212,7 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
     card = dict(card)
     text_card = card.pop("text_card", None)  # text: sentence-transformers' own model card (see write_text_model_card)
     vision_card = card.pop("vision_card", None)  # image: huggingface_hub's ModelCardData (write_vision_model_card)
+    curve_metrics = card.pop("curve_metrics", ())  # metrics.jsonl names of the evaluation during training
     card["base_model"] = hub_base_model(card.get("base_model"), card.pop("hub_base_model", None))
     trainer.export(output_dir, results=results)
     if not trainer.accelerator.is_main_process:
@@ -233,7 +235,8 @@ def finish_run(trainer, output_dir: str, results: dict[str, Any], card: dict[str
         else:
             write_model_card(output_dir, metrics=results.get("metrics", {}), **configs, **card)
     write_results(output_dir, results)
-    plot_training_curve(trainer.metrics_path, Path(output_dir) / "training_curve.png", title=card.get("title", ""))
+    plot_training_curve(trainer.metrics_path, Path(output_dir) / "training_curve.png", title=card.get("title", ""),
+                        eval_metrics=curve_metrics)
     make_tree_readable(output_dir)  # no 0600 files (safetensors and atomic writers create them through mkstemp)
     if push_to_hub:
         url = upload(output_dir, push_to_hub, private=hub_private)

@@ -81,7 +81,9 @@ class MoCoTrainer:
                  callbacks: Optional[list[Callable[["MoCoTrainer", int], Optional[dict]]]] = None,
                  guide: Optional[Guide] = None):
         """``callbacks``: called as ``cb(trainer, step)`` on every process after each optimizer step that is
-        logged; a returned dict is merged into the metrics row (e.g. a kNN monitor). ``guide``: the start model's
+        logged; a returned dict is merged into the metrics row (e.g. an evaluation during training). A callback with
+        a ``logs_step(step) -> bool`` attribute (the same answer on every process) also has the steps it names
+        logged (:func:`textmoco.evaluation.protocol.periodic_evaluation` does this). ``guide``: the start model's
         embeddings of the training samples by sample id (:func:`textmoco.guide.build_guide`), needed by
         ``objective.guide_threshold``."""
         if objective.guide_threshold is not None and guide is None:
@@ -278,7 +280,8 @@ class MoCoTrainer:
                                            ok=window.ok, step=step, keys_finite=window.keys_finite)
         self.scheduler.step()
         self.state["step"] = step = step + 1
-        if step % cfg.log_every == 0 or step == self.total_steps:
+        if step % cfg.log_every == 0 or step == self.total_steps or any(
+                getattr(callback, "logs_step", lambda _: False)(step) for callback in self.callbacks):
             row = self._metrics_row(step, m, window.stats, window.ok, clock.started)
             for callback in self.callbacks:
                 row.update(callback(self, step) or {})

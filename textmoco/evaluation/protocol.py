@@ -55,3 +55,33 @@ def run_metrics(evaluator: Evaluator, after: Optional[Mapping[str, Any]], before
         out.update(_prefixed(evaluator, after))
     return out
 
+
+
+def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every", **call_kwargs: Any):
+    """A :class:`~textmoco.trainer.MoCoTrainer` callback that evaluates the query encoder every ``every`` optimizer
+    steps (0 = never) on the main process and adds the evaluator's headline figures to that step's metrics row
+    (metrics.jsonl, the training-curve plot), named as in :func:`run_metrics`. The global RNG state is restored
+    afterwards, so a run evaluated along the way trains exactly as one that is not (and resumes exactly).
+    ``option`` names ``every`` in the error for a bad value (the recipe's option)."""
+    import torch
+
+    if not isinstance(every, int) or every < 0:
+        raise ValueError(f"{option}={every!r} is invalid: it must be an integer >= 0 (0 = no evaluation during "
+                         "training)")
+
+    def callback(trainer, step: int) -> Optional[dict]:
+        if not every or step % every or not trainer.accelerator.is_main_process:
+            return None
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            scores = evaluator(trainer.unwrapped.encoder, **call_kwargs)
+        return _prefixed(evaluator, evaluator.headline(scores))
+
+    callback.logs_step = lambda step: bool(every) and step % every == 0  # the trainer logs these steps too
+    return callback
+
+
+def curve_metrics(evaluator: Evaluator, metrics: Optional[list[str]] = None) -> list[str]:
+    """The metrics-row names (as :func:`periodic_evaluation` writes them) of ``metrics`` (default: the primary
+    metric), for the training-curve plot's evaluation panel."""
+    return list(_prefixed(evaluator, dict.fromkeys(metrics or [evaluator.primary_metric])))
