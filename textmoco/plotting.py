@@ -34,7 +34,7 @@ def plot_training_curve(metrics_path: str | Path, png_path: str | Path, title: s
     ]
     evaluated = [k for k in eval_metrics if any(isinstance(r.get(k), (int, float)) for r in rows)]
     if evaluated:
-        panels.append(("evaluation during training", [(k, k) for k in evaluated]))
+        panels.append((f"evaluation during training: {', '.join(evaluated)}", [(k, k) for k in evaluated]))
     columns = (len(panels) + 1) // 2
     fig, axes = plt.subplots(2, columns, figsize=(5 * columns, 7), sharex=True, squeeze=False)
     for ax, (label, series) in zip(axes.flat, panels):
