@@ -140,3 +140,25 @@ def test_text_recipe_evaluates_during_training_without_changing_it(text_cli, tmp
     final = json.loads((tmp_path / "every3" / "results.json").read_text())["metrics"]
     assert evaluated[-1]["sts_avg"] == pytest.approx(final["sts_avg"], abs=1e-4)
     assert (tmp_path / "every3" / "training_curve.png").stat().st_size > 0
+
+
+def test_retrieval_evaluation_during_training_leaves_the_training_unchanged(tiny_bert, tmp_path):
+    """The retrieval evaluator exports the encoder to a temporary sentence-transformers directory mid-run; the
+    losses must be those of a run without it."""
+    import json
+
+    from test_retrieval_recipe import _articles
+    from textrun import import_recipe
+
+    recipe = import_recipe("train_retrieval")
+    articles = _articles(tmp_path / "a.jsonl")
+    losses = {}
+    for every in (0, 2):
+        out = tmp_path / f"every{every}"
+        recipe.main(["--articles", str(articles), "--model", tiny_bert, "--mode", "pairs", "--output_dir", str(out),
+                     "--max_steps", "5", "--batch_size", "4", "--queue_size", "8", "--max_length", "16",
+                     "--eval_max_length", "16", "--no_eval_before", "--progress", "false", "--eval_every", str(every)])
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[every] = [r["loss"] for r in rows]
+        assert [r["step"] for r in rows if "test_ndcg@10" in r] == ([2, 4] if every else [])
+    assert losses[0] == losses[2] and len(losses[0]) == 5
