@@ -1,5 +1,6 @@
 """The real text recipe entry point under 2 processes on CPU (torchrun, gloo, ACCELERATE_USE_CPU=1, tiny model):
-it finishes, checkpoints every process's RNG state, logs one row per step, and exports a model that
+it finishes, checkpoints every process's RNG state, logs the steps log_every and an evaluation during training
+name (the main process evaluates, the metrics all-reduce stays in step), and exports a model that
 sentence-transformers loads. (tests/test_distributed.py pins the numerics of 2 processes against 1.)"""
 import json
 import socket
@@ -23,14 +24,16 @@ def test_recipe_under_torchrun_two_processes(text_cli, tmp_path):
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                 "127.0.0.1", "--master_port", str(free_port())]
-    proc = textrun.popen(text_cli.args(out, max_steps=4, save_every=2), launcher=launcher, ACCELERATE_USE_CPU="1")
+    proc = textrun.popen(text_cli.args(out, "--log_every", "3", "--eval_every", "2", max_steps=4, save_every=2),
+                         launcher=launcher, ACCELERATE_USE_CPU="1")
     stdout, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, (stdout[-3000:], stderr[-5000:])
     assert stdout.count("training on 100 sentences for 4 steps") == 1  # printed by the main process only
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert [r["queue_filled"] for r in rows] == [16, 32, 32, 32]  # 2 processes x batch 8 enqueued per step
+    assert [r["step"] for r in rows] == [2, 3, 4]  # 3: log_every; 2 and 4: --eval_every (4 is also the last)
+    assert ["sts_avg" in r for r in rows] == [True, False, True]
+    assert [r["queue_filled"] for r in rows] == [32, 32, 32]  # 2 processes x batch 8 enqueued per step
     last = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
     assert last.name == "step-4"
     assert (last / "random_states_0.pkl").is_file() and (last / "random_states_1.pkl").is_file()
