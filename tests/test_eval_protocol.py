@@ -162,3 +162,36 @@ def test_retrieval_evaluation_during_training_leaves_the_training_unchanged(tiny
         losses[every] = [r["loss"] for r in rows]
         assert [r["step"] for r in rows if "test_ndcg@10" in r] == ([2, 4] if every else [])
     assert losses[0] == losses[2] and len(losses[0]) == 5
+
+
+def test_sentence_transformers_trainer_reports_the_suite_through_the_adapter(tiny_bert, tmp_path):
+    """as_sentence_evaluator inside SentenceTransformerTrainer with TextMoCoLoss: the trainer logs the suite's
+    figures (x0.01, named as the recipes name them, eval_ prefix), the primary metric is the suite's, and the
+    figures equal the suite called directly on the trained model."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
+        SentenceTransformerTrainingArguments
+
+    from textmoco.evaluation.protocol import as_sentence_evaluator
+    from textmoco.st_loss import TextMoCoLoss
+
+    pairs = tmp_path / "mine.csv"
+    pairs.write_text("sentence1,sentence2,score\n" + "".join(
+        f"a cat number {i},a dog number {i % 3},{i % 5}\n" for i in range(12)), encoding="utf-8")
+    suite = STSSuiteEvaluator(None, stsb_split=None, extra=[pairs], show_progress_bar=False)
+    torch.manual_seed(0)
+    model = SentenceTransformer(tiny_bert, device="cpu")
+    evaluator = as_sentence_evaluator(suite)
+    assert evaluator.primary_metric == "sts_avg"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "st"), per_device_train_batch_size=8, max_steps=2, learning_rate=1e-3, seed=0,
+        save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, eval_strategy="steps", eval_steps=2)
+    trainer = SentenceTransformerTrainer(model=model, args=args, loss=TextMoCoLoss(model, queue_size=16),
+                                         evaluator=evaluator, train_dataset=Dataset.from_dict(
+                                             {"text": [f"sentence {i} about topic {i % 5}" for i in range(32)]}))
+    trainer.train()
+    logged = next(h for h in trainer.state.log_history if "eval_sts_avg" in h)
+    direct = suite(model)
+    assert logged["step"] == 2 and set(logged) >= {"eval_mine", "eval_sts_avg"}
+    assert logged["eval_mine"] == pytest.approx(direct["mine"] / 100, abs=1e-6)
+    assert model.model_card_data.eval_results_dict  # reached the card's evaluation results

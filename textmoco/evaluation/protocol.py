@@ -85,3 +85,43 @@ def curve_metrics(evaluator: Evaluator, metrics: Optional[list[str]] = None) -> 
     """The metrics-row names (as :func:`periodic_evaluation` writes them) of ``metrics`` (default: the primary
     metric), for the training-curve plot's evaluation panel."""
     return list(_prefixed(evaluator, dict.fromkeys(metrics or [evaluator.primary_metric])))
+
+
+def _st_base_evaluator():
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+    return BaseEvaluator
+
+
+def as_sentence_evaluator(evaluator: Evaluator, scale: float = 0.01):
+    """``evaluator`` as a sentence-transformers evaluator, for ``SentenceTransformerTrainer(evaluator=...)`` (e.g.
+    with :class:`textmoco.TextMoCoLoss`): called with the SentenceTransformer being trained, it returns the
+    headline figures named as in :func:`run_metrics` (the trainer adds ``eval_``) times ``scale`` (default 0.01:
+    the STS and retrieval figures are x100, sentence-transformers' own evaluators report fractions), its
+    ``primary_metric`` is the evaluator's, and the figures reach the model card's evaluation results.
+
+        trainer = SentenceTransformerTrainer(model=model, loss=TextMoCoLoss(model), train_dataset=data,
+                                             evaluator=as_sentence_evaluator(STSSuiteEvaluator(senteval_dir)))
+    """
+    base = _st_base_evaluator()
+
+    class TextMoCoEvaluator(base):
+        def __init__(self):
+            super().__init__()
+            self.evaluator = evaluator
+            self.name = evaluator.name
+            self.primary_metric = list(_prefixed(evaluator, {evaluator.primary_metric: None}))[0]
+
+        def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            scores = evaluator.headline(evaluator(model))
+            metrics = {k: float(v) * scale for k, v in _prefixed(evaluator, scores).items()}
+            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+            return metrics
+
+        @property
+        def description(self) -> str:
+            return type(evaluator).__name__
+
+    return TextMoCoEvaluator()
