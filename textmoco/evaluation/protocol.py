@@ -16,6 +16,8 @@ bookkeeping entries dropped). Three implement it:
     # {"<prefix>ndcg@10": ..., "<prefix>ndcg@10_before": ..., "bm25_<prefix>ndcg@10": ..., ...}
 
 where ``<prefix>`` is ``evaluator.name + "_"`` when the evaluator has a name (the retrieval split), else empty.
+The same names serve the evaluation during training (:func:`periodic_evaluation`, the recipes' ``--eval_every``)
+and sentence-transformers' trainer (:func:`as_sentence_evaluator`).
 """
 from __future__ import annotations
 
@@ -54,7 +56,6 @@ def run_metrics(evaluator: Evaluator, after: Optional[Mapping[str, Any]], before
     if after:
         out.update(_prefixed(evaluator, after))
     return out
-
 
 
 def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every", **call_kwargs: Any):
