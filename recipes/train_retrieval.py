@@ -95,7 +95,8 @@ def get_parser():
     add_bool_argument(g, "--no_eval_before", help="skip the evaluation of the starting model")
     g.add_argument("--eval_every", type=int, default=0,
                    help="also evaluate --eval_split every N optimizer steps during training, into metrics.jsonl and "
-                        "the training-curve plot (0 = only before and after; its time counts in train_s)")
+                        "the training-curve plot (0 = only before and after; its time counts in train_s; "
+                        "textmoco runs only, not --baseline)")
     add_bool_argument(g, "--bm25", help="also report BM25 (bm25s) on the evaluation split")
     add_run_arguments(parser)
     parser._option_string_actions["--momentum"].help += " (default here: 0.9 for --mode pairs, 0.995 for crops)"
