@@ -40,8 +40,8 @@ from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.retrieval import RetrievalEvaluator
 from textmoco.guide import build_guide
-from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, st_device, start_run,
-                           write_results)
+from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, quiet_progress_bars,
+                           st_device, start_run, write_results)
 from textmoco.data.loader import check_dataset_size
 from textmoco.trainer import MoCoTrainer
 
@@ -218,6 +218,8 @@ def main(argv=None) -> dict:
     args = apply_mode_defaults(parse_args(get_parser(), argv))
     objective, queue, train, checkpoint = start_run(args, save_config=False)
     state = process_state()
+    if not train.progress:  # --progress false: no model-loading bars either (the evaluation loads the export)
+        quiet_progress_bars()
     with state.main_process_first():  # the main process reads/caches the data first, the others then read it
         articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
     splits = retrieval_splits(articles)
@@ -263,7 +265,8 @@ def main(argv=None) -> dict:
         state.print(f"stopped after step {trainer.state['step']}; continue with --resume latest")
         return results
     if state.is_main_process:
-        results["after"] = evaluator(trainer.unwrapped.encoder)
+        step = trainer.state["step"]  # evaluated at this step already with --eval_every: the same model, reused
+        results["after"] = monitor.scores_at(step) or evaluator(trainer.unwrapped.encoder)
         print(f"textmoco {args.mode} after {trainer.state['step']} steps {args.eval_split}: "
               f"{json.dumps(results['after'])}")
         results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})

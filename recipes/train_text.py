@@ -23,7 +23,8 @@ from textmoco.encoders.text import TextEncoder
 from textmoco.data.corpora import CORPORA, load_corpus
 from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.sts_suite import STSSuiteEvaluator, find_senteval_dir, format_table
-from textmoco.runs import confirm_run, evaluate_before_training, finish_run, process_state, start_run
+from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, quiet_progress_bars,
+                           start_run)
 from textmoco.guide import build_guide
 from textmoco.data.loader import check_dataset_size
 from textmoco.trainer import MoCoTrainer
@@ -101,14 +102,6 @@ def build_evaluator(args) -> STSSuiteEvaluator:
     bundled = split in ("test", "dev", "validation", "train")
     return STSSuiteEvaluator(find_senteval_dir(args.senteval_dir), stsb_split=split if bundled else None,
                              extra=() if bundled else (split,), show_progress_bar=getattr(args, "progress", True))
-
-
-def quiet_progress_bars() -> None:
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
 
 
 def main(argv=None) -> dict:

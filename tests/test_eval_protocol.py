@@ -112,6 +112,7 @@ def test_periodic_evaluation_runs_every_n_steps_on_the_main_process_and_keeps_th
                     6: {"dev_x": 1.0, "dev_y": 2.0}, 7: None}
     assert ev.calls == [("the query encoder", {"probe": False})] * 2
     assert [s for s in range(1, 8) if monitor.logs_step(s)] == [3, 6]  # the trainer logs these steps
+    assert monitor.scores_at(6) == {"x": 1.0, "y": 2.0, "count": 7} and monitor.scores_at(3) is None  # the last only
     assert periodic_evaluation(ev, 3)(_Trainer(main=False), 3) is None
     assert not periodic_evaluation(ev, 0).logs_step(4)
     with pytest.raises(ValueError, match="--eval_every=-2 is invalid"):

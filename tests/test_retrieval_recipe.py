@@ -56,9 +56,13 @@ def _articles(path, n=40):
 
 
 @pytest.mark.parametrize("mode", ["pairs", "crops"])
-def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_path, tiny_bert, mode):
+def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_path, tiny_bert, mode, monkeypatch):
     from sentence_transformers import SentenceTransformer
 
+    from textmoco.evaluation.retrieval import RetrievalEvaluator
+
+    calls, evaluate = [], RetrievalEvaluator.__call__
+    monkeypatch.setattr(RetrievalEvaluator, "__call__", lambda self, model: calls.append(1) or evaluate(self, model))
     out = tmp_path / "run"
     results = recipe.main(["--articles", str(_articles(tmp_path / "a.jsonl")), "--model", tiny_bert, "--mode", mode,
                            "--output_dir", str(out), "--max_steps", "3", "--batch_size", "4", "--queue_size", "8",
@@ -73,6 +77,7 @@ def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_p
     assert not any(k.endswith("_before") for k in results["metrics"])  # --no_eval_before
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and rows[-1][f"{split}_ndcg@10"] == results["after"]["ndcg@10"]  # --eval_every 3
+    assert len(calls) == 1  # the step-3 evaluation is the final one: not repeated
     emb = SentenceTransformer(str(out), device="cpu").encode(["planet number 3"])
     assert emb.shape == (1, 32)
     saved = json.loads((out / "textmoco_config.json").read_text())

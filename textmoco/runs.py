@@ -113,6 +113,15 @@ def clear_earlier_run(output_dir: str) -> None:
         (Path(output_dir) / name).unlink(missing_ok=True)
 
 
+def quiet_progress_bars() -> None:
+    """No model-loading / shard-writing bars from transformers and huggingface_hub (``--progress false``)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def evaluate_before_training(output_dir: str, checkpoint: Optional[Path], evaluate: Callable[[], dict],
                              enabled: bool = True) -> Optional[dict]:
     """The starting model's scores, on the main process (None elsewhere or when not ``enabled``): ``evaluate()``

@@ -63,7 +63,9 @@ def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every",
     steps (0 = never) on the main process and adds the evaluator's headline figures to that step's metrics row
     (metrics.jsonl, the training-curve plot), named as in :func:`run_metrics`. The global RNG state is restored
     afterwards, so a run evaluated along the way trains exactly as one that is not (and resumes exactly).
-    ``option`` names ``every`` in the error for a bad value (the recipe's option)."""
+    ``option`` names ``every`` in the error for a bad value (the recipe's option). ``callback.scores_at(step)``
+    gives the full scores of the evaluation at ``step`` if it was the last one (None otherwise), so a recipe can
+    reuse the final step's evaluation instead of repeating it."""
     import torch
 
     if not isinstance(every, int) or every < 0:
@@ -76,7 +78,11 @@ def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every",
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             scores = evaluator(trainer.unwrapped.encoder, **call_kwargs)
+        last.update(step=step, scores=scores)
         return _prefixed(evaluator, evaluator.headline(scores))
+
+    last: dict = {}
+    callback.scores_at = lambda step: last["scores"] if last.get("step") == step else None
 
     callback.logs_step = lambda step: bool(every) and step % every == 0  # the trainer logs these steps too
     return callback
