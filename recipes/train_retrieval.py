@@ -252,8 +252,7 @@ def main(argv=None) -> dict:
         model.save(str(out))
         write_results(str(out), results)
         return results
-    trainer = build_trainer(args, objective, queue, train, dataset, encoder,
-                            callbacks=[monitor])
+    trainer = build_trainer(args, objective, queue, train, dataset, encoder, callbacks=[monitor])
     confirm_run(trainer, checkpoint, args)
     state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
     started = time.time()

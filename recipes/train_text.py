@@ -132,8 +132,7 @@ def main(argv=None) -> dict:
         encoder.to("cuda" if torch.cuda.is_available() else "cpu")
         guide = build_guide(encoder.encode, sentences)
     model = MoCoModel(encoder, head)
-    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train, guide=guide,
-                          callbacks=[monitor])
+    trainer = MoCoTrainer(model, SentenceDataset(sentences), objective, queue, train, guide=guide, callbacks=[monitor])
     confirm_run(trainer, checkpoint, args)  # a mismatched resume fails before the earlier run's files change
     state.print(f"training on {len(sentences)} sentences for {trainer.total_steps} steps -> {out}")
     trainer.fit(resume_from=checkpoint)

@@ -72,6 +72,8 @@ def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every",
         raise ValueError(f"{option}={every!r} is invalid: it must be an integer >= 0 (0 = no evaluation during "
                          "training)")
 
+    last: dict = {}  # the latest evaluation: {"step", "scores"}
+
     def callback(trainer, step: int) -> Optional[dict]:
         if not every or step % every or not trainer.accelerator.is_main_process:
             return None
@@ -81,9 +83,7 @@ def periodic_evaluation(evaluator: Evaluator, every: int, option: str = "every",
         last.update(step=step, scores=scores)
         return _prefixed(evaluator, evaluator.headline(scores))
 
-    last: dict = {}
     callback.scores_at = lambda step: last["scores"] if last.get("step") == step else None
-
     callback.logs_step = lambda step: bool(every) and step % every == 0  # the trainer logs these steps too
     return callback
 
@@ -119,7 +119,7 @@ def as_sentence_evaluator(evaluator: Evaluator, scale: float = 0.01):
             super().__init__()
             self.evaluator = evaluator
             self.name = evaluator.name
-            self.primary_metric = list(_prefixed(evaluator, {evaluator.primary_metric: None}))[0]
+            self.primary_metric = curve_metrics(evaluator)[0]
 
         def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
             scores = evaluator.headline(evaluator(model))
