@@ -149,8 +149,9 @@ def main(argv=None) -> dict:
             trained.load_state_dict(final, strict=False)
     if start is not None:
         interpolate_(trained, start, args.average_with_start)
-    if state.is_main_process:
-        after = evaluator(trained)
+    if state.is_main_process:  # the last step's --eval_every evaluation is this one when nothing was averaged
+        reuse = monitor.scores_at(trainer.state["step"]) if args.average_with_start == 1.0 else None
+        after = reuse or evaluator(trained)
         results["metrics"] = run_metrics(evaluator, after, before)
         print("Spearman x100 (cosine; STS12-16: 'all' setting)\n" + format_table(before, after))
     base = args.model or "sentence-transformers/all-MiniLM-L6-v2"

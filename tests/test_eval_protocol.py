@@ -119,20 +119,29 @@ def test_periodic_evaluation_runs_every_n_steps_on_the_main_process_and_keeps_th
         periodic_evaluation(ev, -2, option="--eval_every")
 
 
-def test_text_recipe_evaluates_during_training_without_changing_it(text_cli, tmp_path):
+def test_text_recipe_evaluates_during_training_without_changing_it(text_cli, tmp_path, monkeypatch):
     """--eval_every 3 with --log_every 2: steps 3 and 6 get rows with the suite's figures (the trainer logs them
-    although log_every would not), the last one equals the final evaluation, and the training is the same as
-    without the evaluations (loss rows equal)."""
+    although log_every would not), the last one is reused as the final evaluation (no third call) and equals the
+    suite run afresh on the exported sentence-transformers model, and the training is the same as without the
+    evaluations (loss rows equal)."""
     import json
 
+    from sentence_transformers import SentenceTransformer
+    from textmoco.evaluation.sts_suite import STSSuiteEvaluator
     from textrun import load_recipe
 
+    calls = []
+    evaluate = STSSuiteEvaluator.__call__
+    monkeypatch.setattr(STSSuiteEvaluator, "__call__", lambda self, model: calls.append(1) or evaluate(self, model))
     recipe = load_recipe()
-    runs = {}
+    runs, n_calls = {}, {}
     for every in (0, 3):
         out = tmp_path / f"every{every}"
+        calls.clear()
         recipe.main(text_cli.args(out, "--eval_every", str(every), "--log_every", "2", max_steps=6))
-        runs[every] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        runs[every], n_calls[every] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], \
+            len(calls)
+    assert n_calls == {0: 1, 3: 2}  # after training only / steps 3 and 6, the latter reused as the final figures
     plain, evaluated = runs[0], runs[3]
     assert [r["step"] for r in plain] == [2, 4, 6] and [r["step"] for r in evaluated] == [2, 3, 4, 6]
     assert [r["loss"] for r in plain] == [r["loss"] for r in evaluated if r["step"] != 3]
@@ -140,6 +149,10 @@ def test_text_recipe_evaluates_during_training_without_changing_it(text_cli, tmp
     assert {name, "sts_avg"} <= set(evaluated[1]) and name not in evaluated[0]
     final = json.loads((tmp_path / "every3" / "results.json").read_text())["metrics"]
     assert evaluated[-1]["sts_avg"] == pytest.approx(final["sts_avg"], abs=1e-4)
+    exported = STSSuiteEvaluator(None, stsb_split=None, extra=(text_cli.sts_file,), show_progress_bar=False)
+    fresh = evaluate(exported, SentenceTransformer(str(tmp_path / "every3"), device="cpu"))
+    unmonitored = json.loads((tmp_path / "every0" / "results.json").read_text())["metrics"]
+    assert fresh[name] == pytest.approx(final[name], abs=1e-3) == unmonitored[name]
     assert (tmp_path / "every3" / "training_curve.png").stat().st_size > 0
 
 
