@@ -32,16 +32,18 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from textmoco import MoCoModel
-from textmoco.baselines import warmup_arguments
+from textmoco.baselines import train_pairs_baseline
 from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
-from textmoco.data.retrieval import CropDataset, PairDataset
+from textmoco.data.beir import read_beir
+from textmoco.data.retrieval import CropDataset, PairDataset, is_streaming
+from textmoco.data.sources import describe_source, retrieval_training_data
 from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_splits, retrieval_task
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.retrieval import RetrievalEvaluator
 from textmoco.guide import build_guide
 from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, quiet_progress_bars,
-                           st_device, start_run, write_results)
+                           start_run, write_results)
 from textmoco.data.loader import check_dataset_size
 from textmoco.trainer import MoCoTrainer
 
@@ -85,8 +87,9 @@ def get_parser():
     g.add_argument("--model", default=None, help="Hub id or local directory (default: the embedded all-MiniLM-L6-v2)")
     g.add_argument("--max_length", type=int, default=128, help="training truncation in tokens")
     g.add_argument("--eval_max_length", type=int, default=256, help="truncation for evaluation and the export")
-    g.add_argument("--eval_split", "--split", dest="eval_split", default="test", choices=["test", "dev"],
-                   help="queries evaluated before/after")
+    g.add_argument("--eval_split", "--split", dest="eval_split", default="test",
+                   help="queries evaluated before/after: wiki-vital's test or dev split, or with --eval_dir the name "
+                        "of its qrels/<split>.tsv")
     g.add_argument("--eval_batch_size", type=int, default=64, help="encoding batch size of the evaluation")
     g.add_argument("--crop_ratio_min", type=float, default=0.1, help="crops: shortest span, fraction of the document")
     g.add_argument("--crop_ratio_max", type=float, default=0.5, help="crops: longest span, fraction of the document")
@@ -98,6 +101,26 @@ def get_parser():
                         "the training-curve plot (0 = only before and after; its time counts in train_s; "
                         "textmoco runs only, not --baseline)")
     add_bool_argument(g, "--bm25", help="also report BM25 (bm25s) on the evaluation split")
+    own = parser.add_argument_group("your own data (instead of wiki-vital)")
+    own.add_argument("--train_file", default=None,
+                     help="pairs: .csv/.tsv/.jsonl with --anchor_column and --positive_column (+ optional 'negative' "
+                          "/ 'negative_N' columns and --id_column); crops: .txt (one document a line) or "
+                          ".csv/.tsv/.jsonl with --text_column")
+    own.add_argument("--dataset", default=None, help="a datasets Hub id or local dataset directory instead of "
+                                                     "--train_file (same columns)")
+    own.add_argument("--dataset_config", default=None, help="config name of --dataset")
+    own.add_argument("--dataset_split", default="train", help="split of --dataset")
+    add_bool_argument(own, "--streaming", help="read --train_file / --dataset lazily, in order (corpora larger than "
+                                               "memory; needs --max_steps; resumes at the next unread example)")
+    own.add_argument("--text_column", default=None, help="crops: the documents' column (default 'text' streamed)")
+    own.add_argument("--anchor_column", default="anchor", help="pairs: the queries' column")
+    own.add_argument("--positive_column", default="positive", help="pairs: the relevant documents' column")
+    own.add_argument("--id_column", default=None,
+                     help="sample ids for the id guard, e.g. one per distinct query (default: a pairs file's 'id' "
+                          "column if present, else the row; streamed: a hash of the text)")
+    own.add_argument("--eval_dir", default=None,
+                     help="evaluate on this BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) "
+                          "instead of wiki-vital; with --train_file/--dataset and no --eval_dir nothing is evaluated")
     add_run_arguments(parser)
     parser._option_string_actions["--momentum"].help += " (default here: 0.9 for --mode pairs, 0.995 for crops)"
     parser._option_string_actions["--key_encoder"].help += (" (default here: momentum_a for --mode pairs, momentum "
@@ -122,8 +145,25 @@ def articles_path(args) -> Path:
                                                       else DEFAULT_ARTICLES)
 
 
+def own_data(args) -> bool:
+    return bool(args.train_file or args.dataset)
+
+
 def training_data(args, articles, train_idx, seed: int):
-    """The TRAIN articles as pairs (ids = one per distinct description) or crop documents."""
+    """The user's --train_file / --dataset, else the TRAIN articles as pairs (ids = one per distinct description)
+    or crop documents."""
+    crop = dict(ratio_min=args.crop_ratio_min, ratio_max=args.crop_ratio_max, min_length=args.crop_min_length,
+                delete_rate=args.crop_delete)
+    if args.baseline and args.streaming:
+        raise ValueError("--baseline trains sentence-transformers' loss on map-style pairs: drop --streaming")
+    if own_data(args):
+        return retrieval_training_data(
+            args.mode, train_file=args.train_file, dataset=args.dataset, dataset_config=args.dataset_config,
+            dataset_split=args.dataset_split, streaming=args.streaming, text_column=args.text_column,
+            anchor_column=args.anchor_column, positive_column=args.positive_column, id_column=args.id_column,
+            crop=crop, seed=seed)
+    if args.streaming:
+        raise ValueError("--streaming needs --train_file or --dataset (wiki-vital is read into memory)")
     if args.mode == "pairs":
         rows = [i for i in train_idx if (articles[i].get("description") or "").strip()]
         descs = [articles[i]["description"].strip() for i in rows]
@@ -134,7 +174,7 @@ def training_data(args, articles, train_idx, seed: int):
     kept = [d for d in docs if len(d.split()) >= args.crop_min_length]
     if len(kept) < len(docs):
         print(f"crops: dropped {len(docs) - len(kept)} article(s) shorter than {args.crop_min_length} words")
-    return CropDataset(kept, args.crop_ratio_min, args.crop_ratio_max, args.crop_min_length, args.crop_delete, seed)
+    return CropDataset(kept, seed=seed, **crop)
 
 
 def retrieval_guide(encoder: TextEncoder, dataset, max_length: int):
@@ -169,49 +209,30 @@ def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder, 
 
 
 def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int, callbacks=()):
-    """sentence-transformers' own trainer and loss on the same (description, article) pairs, stopped after
-    ``--max_time_s`` seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks.
-    Returns (model, steps, train seconds)."""
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
-        SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer import losses
-    from transformers import TrainerCallback
+    """sentence-transformers' own trainer and ``--baseline`` loss on the same pairs, stopped after ``--max_time_s``
+    seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks. Returns (model, steps, train
+    seconds)."""
+    return train_pairs_baseline(
+        args.baseline, start_model, pairs.anchors, pairs.positives, str(out / "st-trainer"),
+        batch_size=args.batch_size, max_steps=args.max_steps, lr=args.lr, seed=seed, max_length=args.max_length,
+        eval_max_length=args.eval_max_length, temperature=args.temperature, warmup_ratio=args.warmup_ratio,
+        max_time_s=args.max_time_s, no_duplicates=True, callbacks=list(callbacks))
 
-    class TimeBudget(TrainerCallback):
-        def __init__(self):
-            self.start, self.steps = None, 0
 
-        def on_train_begin(self, *a, **k):
-            self.start = time.time()
-
-        def on_step_end(self, a, state, control, **k):
-            self.steps = state.global_step
-            if args.max_time_s and time.time() - self.start >= args.max_time_s:
-                control.should_training_stop = True
-
-    device = st_device()  # where Accelerate puts textmoco's runs
-    model = SentenceTransformer(start_model, device=device)
-    model.max_seq_length = args.max_length
-    scale = 1 / args.temperature
-    if args.baseline == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model, scale=scale)
-    elif args.baseline == "cached_mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=scale, mini_batch_size=16)
-    else:
-        guide = SentenceTransformer(start_model, device=device)
-        loss = losses.GISTEmbedLoss(model, guide, temperature=args.temperature)
-    data = Dataset.from_dict({"anchor": pairs.anchors, "positive": pairs.positives})
-    budget = TimeBudget()
-    targs = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "st-trainer"), per_device_train_batch_size=args.batch_size, max_steps=args.max_steps,
-        learning_rate=args.lr, **warmup_arguments(args.warmup_ratio), seed=seed, data_seed=seed, save_strategy="no",
-        report_to="none", logging_steps=10, dataloader_drop_last=True, use_cpu=device == "cpu", disable_tqdm=True,
-        batch_sampler="no_duplicates")
-    SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss,
-                               callbacks=[budget, *callbacks]).train()
-    model.max_seq_length = args.eval_max_length
-    return model, budget.steps, time.time() - budget.start
+def evaluation_task(args, articles):
+    """(queries, corpus, relevant) of --eval_dir's --eval_split, else of wiki-vital's (when training on it), else
+    None (own data without --eval_dir: nothing to evaluate)."""
+    if args.eval_dir:
+        return read_beir(args.eval_dir, args.eval_split)
+    if articles is None:
+        if args.bm25 or args.eval_every:
+            raise ValueError("--bm25 and --eval_every need an evaluation set: with --train_file/--dataset pass "
+                             "--eval_dir (a BEIR-layout directory)")
+        return None
+    if args.eval_split not in ("test", "dev"):
+        raise ValueError(f"--eval_split={args.eval_split!r} is invalid for wiki-vital: use 'test' or 'dev' (other "
+                         "split names need --eval_dir)")
+    return retrieval_task(articles, retrieval_splits(articles)[args.eval_split])
 
 
 def main(argv=None) -> dict:
@@ -221,40 +242,45 @@ def main(argv=None) -> dict:
     if not train.progress:  # --progress false: no model-loading bars either (the evaluation loads the export)
         quiet_progress_bars()
     with state.main_process_first():  # the main process reads/caches the data first, the others then read it
-        articles = read_articles(articles_path(args))  # clear FileNotFoundError naming where to get it
-    splits = retrieval_splits(articles)
-    queries, corpus, relevant = retrieval_task(articles, splits[args.eval_split])
-    evaluator = RetrievalEvaluator(queries, corpus, relevant, args.eval_batch_size, name=args.eval_split)
-    monitor = periodic_evaluation(evaluator, args.eval_every, option="--eval_every")
+        # clear FileNotFoundError naming where to get it
+        articles = None if own_data(args) else read_articles(articles_path(args))
+        task = evaluation_task(args, articles)
+        dataset = training_data(args if not args.baseline else _as_pairs(args), articles,
+                                retrieval_splits(articles)["train"] if articles else None, train.seed)
+    evaluator = RetrievalEvaluator(*task, args.eval_batch_size, name=args.eval_split) if task else None
+    callbacks = [periodic_evaluation(evaluator, args.eval_every, option="--eval_every")] if evaluator else []
     start_model = args.model or default_model()
-    dataset = training_data(args if not args.baseline else _as_pairs(args), articles, splits["train"], train.seed)
-    check_dataset_size(len(dataset), train, state.num_processes)
+    if not is_streaming(dataset):
+        check_dataset_size(len(dataset), train, state.num_processes)
     out = Path(train.output_dir)
-    results = {"mode": args.baseline or args.mode, "eval_split": args.eval_split, "num_queries": len(queries),
-               "corpus_size": len(corpus), "train_examples": len(dataset)}
+    results = {"mode": args.baseline or args.mode, "eval_split": args.eval_split if task else None,
+               "num_queries": len(task[0]) if task else 0, "corpus_size": len(task[1]) if task else 0,
+               "train_examples": None if is_streaming(dataset) else len(dataset)}
+    if task is None:
+        state.print("no --eval_dir: training and export without a retrieval evaluation")
     if args.bm25 and state.is_main_process:
         results["bm25"] = evaluator.bm25()
         print(f"BM25 {args.eval_split}: {json.dumps(results['bm25'])}")
     set_seed(train.seed)
     with state.main_process_first():  # the main process downloads/caches the model first
         encoder = load_encoder(args)
-    before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder), enabled=not args.no_eval_before)
+    before = evaluate_before_training(out, checkpoint, lambda: evaluator(encoder),
+                                      enabled=not args.no_eval_before and evaluator is not None)
     if before:
         print(f"start model {args.eval_split}: {json.dumps(before)}")
     results["before"] = before
     if args.baseline:
         model, steps, seconds = train_st_baseline(args, dataset, out, start_model, train.seed)
         results.update(steps=steps, train_s=round(seconds, 1), s_per_step=round(seconds / max(steps, 1), 3))
-        results["after"] = evaluator(model)
-        results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
-        print(f"{args.baseline} after {steps} steps ({seconds:.0f} s) {args.eval_split}: "
-              f"{json.dumps(results['after'])}")
+        _report_after(args, results, evaluator, lambda: evaluator(model), f"{args.baseline} after {steps} steps "
+                      f"({seconds:.0f} s)", before)
         model.save(str(out))
         write_results(str(out), results)
         return results
-    trainer = build_trainer(args, objective, queue, train, dataset, encoder, callbacks=[monitor])
+    trainer = build_trainer(args, objective, queue, train, dataset, encoder, callbacks=callbacks)
     confirm_run(trainer, checkpoint, args)
-    state.print(f"training on {len(dataset)} {args.mode} for {trainer.total_steps} steps -> {out}")
+    state.print(f"training on {results['train_examples'] or 'a stream of'} {args.mode} for {trainer.total_steps} "
+                f"steps -> {out}")
     started = time.time()
     trainer.fit(resume_from=checkpoint)
     seconds = time.time() - started
@@ -265,18 +291,26 @@ def main(argv=None) -> dict:
         return results
     if state.is_main_process:
         step = trainer.state["step"]  # evaluated at this step already with --eval_every: the same model, reused
-        results["after"] = monitor.scores_at(step) or evaluator(trainer.unwrapped.encoder)
-        print(f"textmoco {args.mode} after {trainer.state['step']} steps {args.eval_split}: "
-              f"{json.dumps(results['after'])}")
-        results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
+        _report_after(args, results, evaluator, lambda: callbacks[0].scores_at(step) or evaluator(
+            trainer.unwrapped.encoder), f"textmoco {args.mode} after {step} steps", before)
     usage = (f"from sentence_transformers import SentenceTransformer\nmodel = SentenceTransformer({str(out)!r})\n"
              "emb = model.encode(['1968 film by Stanley Kubrick'])")
+    source = describe_source(args.train_file, args.dataset) if own_data(args) else "wiki-vital"
     finish_run(trainer, train.output_dir, results,
-               dict(title=f"textmoco retriever ({args.mode}, wiki-vital)", base_model=args.model or
+               dict(title=f"textmoco retriever ({args.mode}, {source})", base_model=args.model or
                     "sentence-transformers/all-MiniLM-L6-v2", modality="text", usage_snippet=usage, datasets=None,
-                    curve_metrics=curve_metrics(evaluator)),
+                    curve_metrics=curve_metrics(evaluator) if evaluator else []),
                push_to_hub=args.hub_model_id if args.push_to_hub else None, hub_private=args.hub_private)
     return results
+
+
+def _report_after(args, results: dict, evaluator, evaluate, what: str, before) -> None:
+    """The trained model's scores (``evaluate()``) into ``results`` ('after', 'metrics') and printed."""
+    if evaluator is None:
+        return
+    results["after"] = evaluate()
+    print(f"{what} {args.eval_split}: {json.dumps(results['after'])}")
+    results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
 
 
 def _as_pairs(args):

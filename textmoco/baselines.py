@@ -1,5 +1,6 @@
-"""Outside baselines run through sentence-transformers itself: in-batch MultipleNegativesRankingLoss (SimCSE-style,
-each sentence paired with itself, dropout makes the views) and its cached (GradCache) variant."""
+"""Outside baselines run through sentence-transformers itself: MultipleNegativesRankingLoss, its cached
+(GradCache) variant and GISTEmbedLoss on (anchor, positive) pairs (the retrieval recipe's ``--baseline``), and the
+in-batch SimCSE-style form with each sentence paired with itself (dropout makes the views; the text studies)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -24,31 +25,67 @@ def warmup_arguments(ratio: float) -> dict:
     return {"warmup_ratio": float(ratio)}
 
 
-def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_dir: str, *, batch_size: int = 64,
-                            max_steps: int = 150, lr: float = 2e-5, seed: int = 0, max_length: int = 32,
-                            eval_max_length: int = 256, temperature: float = 0.05, cached: bool = False,
-                            mini_batch_size: int = 16, warmup_ratio: float = 0.1, callbacks: Optional[list] = None):
-    """Fine-tune ``model_path`` with (Cached)MultipleNegativesRankingLoss on (s, s) pairs; returns the model
-    (``max_seq_length`` set back to ``eval_max_length`` for evaluation). ``temperature`` sets scale = 1/t."""
+def train_pairs_baseline(loss_name: str, model_path: str, anchors: Sequence[str], positives: Sequence[str],
+                         output_dir: str, *, batch_size: int = 64, max_steps: int = 150, lr: float = 2e-5,
+                         seed: int = 0, max_length: int = 32, eval_max_length: int = 256, temperature: float = 0.05,
+                         mini_batch_size: int = 16, warmup_ratio: float = 0.1, max_time_s: float = 0.0,
+                         no_duplicates: bool = False, callbacks: Optional[list] = None):
+    """Fine-tune ``model_path`` with sentence-transformers' own trainer and loss on (anchor, positive) pairs:
+    ``loss_name`` 'mnrl' (MultipleNegativesRankingLoss, scale = 1/temperature), 'cached_mnrl' (its GradCache
+    variant, ``mini_batch_size``) or 'gist' (GISTEmbedLoss, guide = the start model). Stops after ``max_steps``
+    or ``max_time_s`` seconds of training (0 = no time limit); ``no_duplicates``: ST's batch sampler that keeps
+    repeated texts out of one batch. Returns (model with ``max_seq_length`` = ``eval_max_length``, steps, train
+    seconds)."""
+    import time
+
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, \
         SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
 
     from .runs import st_device
 
-    device = st_device()
+    if loss_name not in ("mnrl", "cached_mnrl", "gist"):
+        raise ValueError(f"baseline loss {loss_name!r} is invalid: use 'mnrl', 'cached_mnrl' or 'gist'")
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self):
+            self.start, self.steps = time.time(), 0
+
+        def on_train_begin(self, *a, **k):
+            self.start = time.time()
+
+        def on_step_end(self, a, state, control, **k):
+            self.steps = state.global_step
+            if max_time_s and time.time() - self.start >= max_time_s:
+                control.should_training_stop = True
+
+    device = st_device()  # where Accelerate puts textmoco's runs
     model = SentenceTransformer(model_path, device=device)
     model.max_seq_length = max_length
     losses = _losses()
-    loss = (losses.CachedMultipleNegativesRankingLoss(model, scale=1 / temperature, mini_batch_size=mini_batch_size)
-            if cached else losses.MultipleNegativesRankingLoss(model, scale=1 / temperature))
-    data = Dataset.from_dict({"anchor": list(sentences), "positive": list(sentences)})
+    if loss_name == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model, scale=1 / temperature)
+    elif loss_name == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=1 / temperature, mini_batch_size=mini_batch_size)
+    else:
+        loss = losses.GISTEmbedLoss(model, SentenceTransformer(model_path, device=device), temperature=temperature)
+    data = Dataset.from_dict({"anchor": list(anchors), "positive": list(positives)})
+    budget = TimeBudget()
     args = SentenceTransformerTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=lr,
         **warmup_arguments(warmup_ratio), seed=seed, data_seed=seed, save_strategy="no", report_to="none",
-        logging_steps=max(1, max_steps // 10), dataloader_drop_last=True,
-        use_cpu=device == "cpu", disable_tqdm=True)
+        logging_steps=max(1, min(10, max_steps // 10)), dataloader_drop_last=True, use_cpu=device == "cpu",
+        disable_tqdm=True, **({"batch_sampler": "no_duplicates"} if no_duplicates else {}))
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss,
-                               callbacks=callbacks).train()
+                               callbacks=[budget, *(callbacks or [])]).train()
     model.max_seq_length = eval_max_length
-    return model
+    return model, budget.steps, time.time() - budget.start
+
+
+def train_in_batch_baseline(model_path: str, sentences: Sequence[str], output_dir: str, *, cached: bool = False,
+                            **kwargs):
+    """SimCSE-style: (Cached)MultipleNegativesRankingLoss on (s, s) pairs, dropout makes the views (options as
+    :func:`train_pairs_baseline`); returns the model."""
+    return train_pairs_baseline("cached_mnrl" if cached else "mnrl", model_path, sentences, sentences, output_dir,
+                                **kwargs)[0]

@@ -155,22 +155,9 @@ def load_dataset_sentences(name: str, text_column: str, split: str = "train", co
     ``name`` is a Hub dataset id, a local dataset directory, or a builder name such as ``"csv"`` (with
     ``data_files=...`` in ``load_kwargs``). Rows are numbered from 1 in error messages.
     """
-    try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - datasets is a dependency
-        raise ImportError("load_dataset_sentences needs the 'datasets' package: pip install datasets") from e
-    try:
-        ds = datasets.load_dataset(name, config, split=split, **load_kwargs)
-    except ValueError as e:
-        if "split" in str(e).lower():
-            raise ValueError(f"dataset {name!r} has no split {split!r} ({e}); pass split= with an existing one") from e
-        raise ValueError(f"could not load dataset {name!r} (config={config!r}): {e}") from e
-    except (OSError, FileNotFoundError, ConnectionError) as e:
-        raise ValueError(f"could not load dataset {name!r} (config={config!r}): not found locally and the Hub "
-                         f"is unreachable or has no such dataset ({type(e).__name__}: {e}); pass a local "
-                         "file/directory or connect") from e
-    if isinstance(ds, datasets.DatasetDict):  # split=None was passed through load_kwargs
-        raise ValueError(f"dataset {name!r} returned several splits {list(ds)}; pass split= naming one")
+    from .sources import load_hf_dataset
+
+    ds = load_hf_dataset(name, split, config, **load_kwargs)
     source = f"dataset {name!r} (split {split!r})"
     col = _require_column(text_column, ds.column_names, source)
     texts = ds[col]
