@@ -1,4 +1,5 @@
-"""Train a retriever with the textmoco objective on wiki-vital and evaluate description -> article retrieval.
+"""Train a retriever with the textmoco objective and evaluate it: on wiki-vital (description -> article) by default,
+or on your own pairs / documents (--train_file or --dataset, --streaming) evaluated on a BEIR-layout --eval_dir.
 
 Task (../shared/data/wiki-vital/, CC BY-SA 4.0 Wikipedia text; nothing of it ships with textmoco): query = an
 article's short description, relevant = every article with exactly that description, corpus = all 10,033
@@ -21,6 +22,7 @@ Metrics (sentence-transformers' InformationRetrievalEvaluator, x100): nDCG@10, M
 and after; the output directory is a sentence-transformers model (as recipes/train_text.py).
 
     accelerate launch recipes/train_retrieval.py --mode pairs [options]    (or: python recipes/...)
+    accelerate launch recipes/train_retrieval.py --train_file pairs.jsonl --eval_dir BEIR_DIR [options]
 """
 from __future__ import annotations
 

@@ -162,3 +162,12 @@ def test_st_baseline_trains_on_own_pairs_and_stops_at_its_time_budget(tmp_path, 
     assert results["mode"] == loss and results["steps"] == 1  # the budget stops it after its first step
     assert results["metrics"]["test_ndcg@10"] == results["after"]["ndcg@10"]
     assert SentenceTransformer(str(out), device="cpu").encode(["river kind 1"]).shape == (1, 32)
+
+
+def test_text_studies_in_batch_baseline_is_the_pairs_baseline_on_sentence_pairs(tmp_path, tiny_bert):
+    from textmoco.baselines import train_in_batch_baseline
+
+    sentences = [f"sentence number {i} about topic {i % 3}" for i in range(8)]
+    model = train_in_batch_baseline(tiny_bert, sentences, str(tmp_path / "st"), max_steps=2, batch_size=4,
+                                    eval_max_length=48)
+    assert model.max_seq_length == 48 and model.encode(sentences[:2]).shape == (2, 32)
