@@ -43,7 +43,7 @@ from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_split
 from textmoco.encoders.text import TextEncoder
 from textmoco.evaluation.protocol import curve_metrics, periodic_evaluation, run_metrics
 from textmoco.evaluation.retrieval import RetrievalEvaluator
-from textmoco.guide import build_guide
+from textmoco.guide import dataset_guide
 from textmoco.runs import (confirm_run, evaluate_before_training, finish_run, process_state, quiet_progress_bars,
                            start_run, write_results)
 from textmoco.data.loader import check_dataset_size
@@ -179,25 +179,6 @@ def training_data(args, articles, train_idx, seed: int):
     return CropDataset(kept, seed=seed, **crop)
 
 
-def retrieval_guide(encoder: TextEncoder, dataset, max_length: int):
-    """The start model's embeddings per sample id for ``--guide_threshold`` (at the training length): pairs: each
-    id's description (anchor) and its first article (key; articles sharing a description share the id, which the
-    id guard covers); crops: the whole document stands for each of its crops."""
-    eval_length, encoder.eval_max_length = encoder.eval_max_length, max_length
-    try:
-        if isinstance(dataset, PairDataset):
-            first = {}
-            for row, sample_id in enumerate(dataset.ids or range(len(dataset))):
-                first.setdefault(sample_id, row)
-            if sorted(first) != list(range(len(first))):
-                raise ValueError("the guide needs sample ids 0..n-1")
-            rows = [first[i] for i in range(len(first))]
-            return build_guide(encoder.encode, [dataset.anchors[r] for r in rows], [dataset.positives[r] for r in rows])
-        return build_guide(encoder.encode, [" ".join(words) for words in dataset.words])
-    finally:
-        encoder.eval_max_length = eval_length
-
-
 def load_encoder(args) -> TextEncoder:
     return TextEncoder(args.model or default_model(), max_length=args.max_length, eval_max_length=args.eval_max_length)
 
@@ -205,7 +186,7 @@ def load_encoder(args) -> TextEncoder:
 def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder, callbacks=()) -> MoCoTrainer:
     """This recipe's textmoco model (symmetric when ``dual_mode`` is) and trainer, with the guide when
     ``--guide_threshold`` is set (benchmarks/bench_retrieval.py times exactly this)."""
-    guide = retrieval_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
+    guide = dataset_guide(encoder, dataset, args.max_length) if objective.guide_threshold is not None else None
     model = MoCoModel(encoder)
     return MoCoTrainer(model, dataset, objective, queue, train, guide=guide, callbacks=list(callbacks))
 

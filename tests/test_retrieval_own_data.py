@@ -23,7 +23,7 @@ def _jsonl(path, rows):
 
 def _pairs(path, n=24):
     topics = ["river", "film", "planet", "painter"]
-    return _jsonl(path, [{"anchor": f"{topics[i % 4]} kind {i % 6}", "id": i % 6,
+    return _jsonl(path, [{"anchor": f"{topics[i % 4]} kind {i % 6}", "id": 100 - 7 * (i % 6),
                           "positive": f"The {topics[i % 4]} {i} has a long story number {i} in place {i % 5}."}
                          for i in range(n)])
 
@@ -72,7 +72,7 @@ def test_pairs_come_from_the_file_or_a_dataset_directory_alike(tmp_path):
     from_file = _data(None, "--train_file", str(path))
     assert isinstance(from_file, PairDataset)
     assert from_file.anchors == [r["anchor"] for r in rows] and from_file.positives == [r["positive"] for r in rows]
-    assert from_file.ids == [r["id"] for r in rows]  # the file's id column feeds the id guard
+    assert from_file.ids == [i % 6 for i in range(len(rows))]  # the file's id groups, renumbered 0..n-1
     (tmp_path / "ds").mkdir()
     path.rename(tmp_path / "ds" / "train.jsonl")
     from_dir = _data(None, "--dataset", str(tmp_path / "ds"))
@@ -114,7 +114,8 @@ def test_recipe_trains_on_own_pairs_and_evaluates_on_an_eval_dir(tmp_path, tiny_
     results = recipe.main(["--train_file", str(_pairs(tmp_path / "pairs.jsonl")), "--eval_dir", str(beir),
                            "--eval_split", "dev", "--model", tiny_bert, "--output_dir", str(out), "--max_steps", "3",
                            "--batch_size", "4", "--queue_size", "8", "--max_length", "16", "--eval_max_length", "16",
-                           "--progress", "false", "--bm25", "--streaming", str(streaming).lower()])
+                           "--progress", "false", "--bm25", "--streaming", str(streaming).lower()]
+                          + ([] if streaming else ["--guide_threshold", "0.8"]))  # the guide needs a finite table
     assert results["steps"] == 3 and results["train_examples"] == (None if streaming else 24)
     assert (results["num_queries"], results["corpus_size"]) == (len(task[0]), 40) == (35, 40)  # the eval dir's
     assert {"dev_ndcg@10", "dev_ndcg@10_before", "bm25_dev_ndcg@10"} <= set(results["metrics"])
@@ -136,6 +137,7 @@ def test_own_data_without_eval_dir_trains_and_exports_without_evaluation(tmp_pat
     (["--train_file", "PAIRS", "--bm25"], "--bm25 and --eval_every need an evaluation set"),
     (["--train_file", "PAIRS", "--baseline", "mnrl", "--streaming"], "drop --streaming"),
     (["--streaming"], "--streaming needs --train_file or --dataset"),
+    (["--train_file", "PAIRS", "--streaming", "--guide_threshold", "0.8"], "needs map-style data"),
     (["--eval_split", "train"], "--eval_split='train' is invalid for wiki-vital"),
     (["--train_file", "PAIRS", "--positive_column", "doc"], "no positive column 'doc'"),
 ])

@@ -1,5 +1,5 @@
-"""The retrieval recipe's glue: the start-model guide per sample id, the recipe end to end with every guard on
-(tiny model, synthetic articles), and the ablation harness's options."""
+"""The retrieval recipe's glue: the start-model guide per sample id (textmoco.guide.dataset_guide), the recipe end
+to end with every guard on (tiny model, synthetic articles), and the ablation harness's options."""
 import json
 
 import pytest
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from textrun import import_recipe
 
 from textmoco.data.retrieval import CropDataset, PairDataset
+from textmoco.guide import dataset_guide
 
 recipe = import_recipe("train_retrieval")
 
@@ -29,7 +30,7 @@ class HashEncoder:
 def test_pair_guide_holds_each_ids_first_anchor_and_positive_at_the_training_length():
     pairs = PairDataset(["d0", "d1", "d0", "d2"], ["a", "b", "c", "d"], ids=[0, 1, 0, 2])
     enc = HashEncoder()
-    guide = recipe.retrieval_guide(enc, pairs, max_length=64)
+    guide = dataset_guide(enc, pairs, max_length=64)
     assert enc.lengths and set(enc.lengths) == {64} and enc.eval_max_length == 256  # restored
     want_anchor = F.normalize(torch.stack([enc.table[t] for t in ("d0", "d1", "d2")]), dim=1)
     want_key = F.normalize(torch.stack([enc.table[t] for t in ("a", "b", "d")]), dim=1)  # "c" shares id 0 with "a"
@@ -39,7 +40,7 @@ def test_pair_guide_holds_each_ids_first_anchor_and_positive_at_the_training_len
 def test_crop_guide_is_the_whole_document_for_both_sides():
     docs = ["one two three four five", "six seven eight nine ten"]
     enc = HashEncoder()
-    guide = recipe.retrieval_guide(enc, CropDataset(docs), max_length=32)
+    guide = dataset_guide(enc, CropDataset(docs), max_length=32)
     want = F.normalize(torch.stack([enc.table[d] for d in docs]), dim=1)
     assert torch.allclose(guide.anchor, want) and torch.allclose(guide.key, want)
 

@@ -25,3 +25,30 @@ def build_guide(encode: Callable[[list[str]], Any], anchors: Sequence[str],
 
     anchor = table(anchors)
     return Guide(anchor, anchor if keys is None else table(keys))
+
+
+def dataset_guide(encoder: Any, dataset: Any, max_length: int) -> Guide:
+    """The guide of a pairs or crops dataset, encoded by ``encoder`` (a ``TextEncoder`` before training) at the
+    training length ``max_length``: pairs (:class:`~textmoco.data.retrieval.PairDataset`): each sample id's anchor
+    and its first positive (positives sharing an id are covered by the id guard); crops
+    (:class:`~textmoco.data.retrieval.CropDataset`): the whole document stands for each of its crops. Sample ids
+    must be 0..n-1 (the table is looked up by id); a streamed dataset has no finite table: ``ValueError``."""
+    from .data.retrieval import PairDataset, is_streaming
+
+    if is_streaming(dataset):
+        raise ValueError("guide_threshold (--guide_threshold) needs map-style data: a streamed corpus has no "
+                         "finite table of samples to encode before training; drop --streaming or the guide")
+    eval_length, encoder.eval_max_length = encoder.eval_max_length, max_length
+    try:
+        if isinstance(dataset, PairDataset):
+            first: dict[int, int] = {}
+            for row, sample_id in enumerate(dataset.ids or range(len(dataset))):
+                first.setdefault(sample_id, row)
+            if sorted(first) != list(range(len(first))):
+                raise ValueError("guide_threshold needs sample ids 0..n-1 (ids are looked up in the guide's table); "
+                                 "renumber the id column")
+            rows = [first[i] for i in range(len(first))]
+            return build_guide(encoder.encode, [dataset.anchors[r] for r in rows], [dataset.positives[r] for r in rows])
+        return build_guide(encoder.encode, [" ".join(words) for words in dataset.words])
+    finally:
+        encoder.eval_max_length = eval_length

@@ -61,8 +61,9 @@ def retrieval_training_data(mode: str, *, train_file: Optional[str] = None, data
                             id_column: Optional[str] = None, crop: Optional[dict] = None, seed: int = 0):
     """``mode`` 'pairs' or 'crops' from exactly one of ``train_file`` / ``dataset`` (a Hub id, local dataset
     directory or builder name). ``crop``: CropDataset's options (ratio_min, ratio_max, min_length, delete_rate).
-    ``id_column``: sample ids (default: a pairs file's ``id`` column if it has one, else the row; streamed: a hash
-    of the text). ``text_column``: the documents' column (crops; default ``text`` when streaming)."""
+    ``id_column``: sample ids (default: a pairs file's ``id`` column if it has one, renumbered 0..n-1 by first
+    appearance, else the row; streamed: a hash of the text). ``text_column``: the documents' column (crops;
+    default ``text`` when streaming)."""
     if mode not in ("pairs", "crops"):
         raise ValueError(f"mode={mode!r} is invalid: use 'pairs' or 'crops'")
     if bool(train_file) == bool(dataset):
@@ -77,10 +78,13 @@ def retrieval_training_data(mode: str, *, train_file: Optional[str] = None, data
         return StreamingDataset(ds, text_column or "text", id_column=id_column, crop=crop, seed=seed)
     if mode == "pairs":
         columns = dict(anchor_column=anchor_column, positive_column=positive_column, id_column=id_column or "id")
-        if train_file:
-            return PairDataset.from_file(train_file, **columns)
-        return PairDataset.from_dataset(load_hf_dataset(dataset, dataset_split, dataset_config),
-                                        source=f"dataset {dataset!r} (split {dataset_split!r})", **columns)
+        pairs = PairDataset.from_file(train_file, **columns) if train_file else PairDataset.from_dataset(
+            load_hf_dataset(dataset, dataset_split, dataset_config),
+            source=f"dataset {dataset!r} (split {dataset_split!r})", **columns)
+        if pairs.ids is not None:  # renumbered 0..n-1 in order of appearance: same groups, and a guide table fits
+            index: dict[int, int] = {}
+            pairs.ids = [index.setdefault(i, len(index)) for i in pairs.ids]
+        return pairs
     if train_file:
         docs = read_sentences(train_file, text_column)
     else:
