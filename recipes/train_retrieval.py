@@ -192,14 +192,14 @@ def build_trainer(args, objective, queue, train, dataset, encoder: TextEncoder, 
 
 
 def train_st_baseline(args, pairs: PairDataset, out: Path, start_model: str, seed: int, callbacks=()):
-    """sentence-transformers' own trainer and ``--baseline`` loss on the same pairs, stopped after ``--max_time_s``
-    seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks. Returns (model, steps, train
-    seconds)."""
+    """sentence-transformers' own trainer and ``--baseline`` loss on the same pairs (and explicit negatives),
+    stopped after ``--max_time_s`` seconds (or ``--max_steps``); ``callbacks``: extra transformers TrainerCallbacks.
+    Returns (model, steps, train seconds)."""
     return train_pairs_baseline(
         args.baseline, start_model, pairs.anchors, pairs.positives, str(out / "st-trainer"),
         batch_size=args.batch_size, max_steps=args.max_steps, lr=args.lr, seed=seed, max_length=args.max_length,
         eval_max_length=args.eval_max_length, temperature=args.temperature, warmup_ratio=args.warmup_ratio,
-        max_time_s=args.max_time_s, no_duplicates=True, callbacks=list(callbacks))
+        max_time_s=args.max_time_s, no_duplicates=True, negatives=pairs.negatives, callbacks=list(callbacks))
 
 
 def evaluation_task(args, articles):

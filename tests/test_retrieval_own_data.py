@@ -173,3 +173,19 @@ def test_text_studies_in_batch_baseline_is_the_pairs_baseline_on_sentence_pairs(
     model = train_in_batch_baseline(tiny_bert, sentences, str(tmp_path / "st"), max_steps=2, batch_size=4,
                                     eval_max_length=48)
     assert model.max_seq_length == 48 and model.encode(sentences[:2]).shape == (2, 32)
+
+
+def test_st_baseline_gets_the_explicit_negatives_as_extra_columns(tmp_path, tiny_bert, monkeypatch):
+    from textmoco.baselines import _losses
+
+    mnrl = _losses().MultipleNegativesRankingLoss
+    widths, forward = [], mnrl.forward
+    monkeypatch.setattr(mnrl, "forward", lambda self, features, labels=None: widths.append(len(features)) or
+                        forward(self, features, labels))
+    rows = [{"anchor": f"q {i}", "positive": f"doc {i} text", "negative": f"other doc {i + 1} text"} for i in range(8)]
+    for path, width in ((_jsonl(tmp_path / "triplets.jsonl", rows), 3), (_pairs(tmp_path / "pairs.jsonl"), 2)):
+        widths.clear()
+        recipe.main(["--train_file", str(path), "--baseline", "mnrl", "--max_steps", "1", "--model", tiny_bert,
+                     "--output_dir", str(tmp_path / f"run{width}"), "--batch_size", "4", "--max_length", "16",
+                     "--progress", "false"])
+        assert widths == [width]  # anchor, positive (, negative_1): one training step

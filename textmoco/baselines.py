@@ -29,13 +29,15 @@ def train_pairs_baseline(loss_name: str, model_path: str, anchors: Sequence[str]
                          output_dir: str, *, batch_size: int = 64, max_steps: int = 150, lr: float = 2e-5,
                          seed: int = 0, max_length: int = 32, eval_max_length: int = 256, temperature: float = 0.05,
                          mini_batch_size: int = 16, warmup_ratio: float = 0.1, max_time_s: float = 0.0,
-                         no_duplicates: bool = False, callbacks: Optional[list] = None):
+                         no_duplicates: bool = False, negatives: Optional[Sequence[Sequence[str]]] = None,
+                         callbacks: Optional[list] = None):
     """Fine-tune ``model_path`` with sentence-transformers' own trainer and loss on (anchor, positive) pairs:
     ``loss_name`` 'mnrl' (MultipleNegativesRankingLoss, scale = 1/temperature), 'cached_mnrl' (its GradCache
     variant, ``mini_batch_size``) or 'gist' (GISTEmbedLoss, guide = the start model). Stops after ``max_steps``
     or ``max_time_s`` seconds of training (0 = no time limit); ``no_duplicates``: ST's batch sampler that keeps
-    repeated texts out of one batch. Returns (model with ``max_seq_length`` = ``eval_max_length``, steps, train
-    seconds)."""
+    repeated texts out of one batch; ``negatives``: per pair its explicit negatives (columns ``negative_1`` ...,
+    which the losses add to the in-batch ones). Returns (model with ``max_seq_length`` = ``eval_max_length``,
+    steps, train seconds)."""
     import time
 
     from datasets import Dataset
@@ -70,7 +72,10 @@ def train_pairs_baseline(loss_name: str, model_path: str, anchors: Sequence[str]
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=1 / temperature, mini_batch_size=mini_batch_size)
     else:
         loss = losses.GISTEmbedLoss(model, SentenceTransformer(model_path, device=device), temperature=temperature)
-    data = Dataset.from_dict({"anchor": list(anchors), "positive": list(positives)})
+    columns = {"anchor": list(anchors), "positive": list(positives)}
+    for j, column in enumerate(zip(*negatives) if negatives else []):
+        columns[f"negative_{j + 1}"] = list(column)
+    data = Dataset.from_dict(columns)
     budget = TimeBudget()
     args = SentenceTransformerTrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=lr,
