@@ -98,4 +98,4 @@ def retrieval_training_data(mode: str, *, train_file: Optional[str] = None, data
 
 def describe_source(train_file: Optional[str], dataset: Optional[str]) -> str:
     """A short name of the training data for the model card's title."""
-    return Path(train_file).name if train_file else str(dataset)
+    return Path(train_file).name if train_file else (Path(dataset).name if os.path.isdir(dataset) else str(dataset))
