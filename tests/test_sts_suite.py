@@ -115,7 +115,7 @@ def test_overlap_counts_verbatim_and_normalised():
 
 
 @pytest.mark.slow
-def test_start_model_on_the_shared_senteval_files():
+def test_start_model_on_the_shared_senteval_files(all_cpu_threads):
     directory = find_senteval_dir()
     if directory is None:
         pytest.skip("no SentEval STS12-16 directory here (set TEXTMOCO_SENTEVAL_DIR or --senteval_dir)")
