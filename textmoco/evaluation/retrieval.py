@@ -69,9 +69,11 @@ def as_sentence_transformer(model: Any):
     raise TypeError(f"cannot evaluate a {type(model).__name__}; pass a SentenceTransformer, a path or a TextEncoder")
 
 
-def evaluate_retrieval(model: Any, queries: Mapping[str, str], corpus: Mapping[str, str],
-                       relevant: Mapping[str, set], batch_size: int = 64, evaluator=None) -> dict:
-    """Dense retrieval scores (x100) of ``model`` (SentenceTransformer, path or TextEncoder)."""
+def evaluate_retrieval(model: Any, queries: Optional[Mapping[str, str]] = None,
+                       corpus: Optional[Mapping[str, str]] = None, relevant: Optional[Mapping[str, set]] = None,
+                       batch_size: int = 64, evaluator=None) -> dict:
+    """Dense retrieval scores (x100) of ``model`` (SentenceTransformer, path or TextEncoder) on the task
+    (queries, corpus, relevant), or on ``evaluator``'s (a :func:`make_evaluator` result) when given."""
     evaluator = evaluator or make_evaluator(queries, corpus, relevant, batch_size)
     st = as_sentence_transformer(model)
     was_training = st.training
@@ -92,10 +94,11 @@ def ranked_lists_to_scores(ranked: Sequence[Sequence[tuple[str, float]]], evalua
     return summarize(evaluator.compute_metrics(results), evaluator)
 
 
-def bm25_retrieval(queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, set],
-                   top_k: int = 100, stopwords: Optional[str] = "en", evaluator=None) -> dict:
+def bm25_retrieval(queries: Optional[Mapping[str, str]] = None, corpus: Optional[Mapping[str, str]] = None,
+                   relevant: Optional[Mapping[str, set]] = None, top_k: int = 100, stopwords: Optional[str] = "en",
+                   evaluator=None) -> dict:
     """BM25 (``bm25s``, default parameters k1=1.5, b=0.75, lower-cased, English stopwords removed, no stemming)
-    scored by the same evaluator metrics (x100)."""
+    scored by the same evaluator metrics (x100); the task as in :func:`evaluate_retrieval`."""
     import bm25s
 
     evaluator = evaluator or make_evaluator(queries, corpus, relevant)
@@ -121,13 +124,12 @@ class RetrievalEvaluator:
                  batch_size: int = 64, name: str = ""):
         self.name = name
         self.evaluator = make_evaluator(queries, corpus, relevant, batch_size, name=name or "retrieval")
-        self.queries, self.corpus, self.relevant = queries, corpus, relevant
 
     def __call__(self, model: Any) -> dict:
-        return evaluate_retrieval(model, self.queries, self.corpus, self.relevant, evaluator=self.evaluator)
+        return evaluate_retrieval(model, evaluator=self.evaluator)
 
     def bm25(self, **kwargs) -> dict:
-        return bm25_retrieval(self.queries, self.corpus, self.relevant, evaluator=self.evaluator, **kwargs)
+        return bm25_retrieval(evaluator=self.evaluator, **kwargs)
 
     def headline(self, scores: Mapping[str, Any]) -> dict:
         return {k: scores[k] for k in METRIC_KEYS if k in scores}
