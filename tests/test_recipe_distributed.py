@@ -1,7 +1,8 @@
 """The real text recipe entry point under 2 processes on CPU (torchrun, gloo, ACCELERATE_USE_CPU=1, tiny model):
 it finishes, checkpoints every process's RNG state, logs the steps log_every and an evaluation during training
 name (the main process evaluates, the metrics all-reduce stays in step), and exports a model that
-sentence-transformers loads. (tests/test_distributed.py pins the numerics of 2 processes against 1.)"""
+sentence-transformers loads; the retrieval recipe streams each process its own part of a file.
+(tests/test_distributed.py pins the numerics of 2 processes against 1.)"""
 import json
 import socket
 import sys
@@ -52,6 +53,29 @@ def test_recipe_under_torchrun_two_processes(text_cli, tmp_path):
     # the export is the trained query encoder
     name = "embeddings.word_embeddings.weight"
     assert (exported[name] == trained[f"query.encoder.model.{name}"]).all()
+
+
+@pytest.mark.slow
+def test_retrieval_recipe_streams_each_process_its_own_part_of_the_file(tiny_bert, tmp_path):
+    """--streaming under 2 processes: after 2 steps of batch 4 the queue holds the keys of exactly the file's first
+    16 pairs (ids = hashes of the anchors), each once: the two processes read different examples and none is lost."""
+    from textmoco.data.retrieval import text_id
+
+    rows = [{"anchor": f"query {i} about topic {i % 5}", "positive": f"document {i} tells a story about topic "
+             f"{i % 5} and place {i % 3}"} for i in range(40)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "stream"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                "127.0.0.1", "--master_port", str(free_port())]
+    proc = textrun.popen(["--train_file", str(pairs), "--streaming", "--model", tiny_bert, "--max_steps", "2",
+                          "--batch_size", "4", "--queue_size", "32", "--max_length", "16", "--progress", "false",
+                          "--save_final_checkpoint", "true", "--output_dir", str(out)], launcher=launcher,
+                         recipe=textrun.REPO / "recipes" / "train_retrieval.py", ACCELERATE_USE_CPU="1")
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, (stdout[-3000:], stderr[-5000:])
+    queue = load_file(str(out / "checkpoints" / "step-2" / "queue.safetensors"))
+    assert sorted(queue["ids"][queue["filled"]].tolist()) == sorted(text_id(r["anchor"]) for r in rows[:16])
 
 
 @pytest.mark.parametrize("name,kind,machines", [("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2),

@@ -127,10 +127,11 @@ def env(**extra: str) -> dict:
     return e
 
 
-def popen(argv: list[str], launcher: Optional[list[str]] = None, **extra_env: str) -> subprocess.Popen:
-    """``python recipes/train_text.py ARGV`` (or ``LAUNCHER recipes/train_text.py ARGV``) as a subprocess in the
-    repository root; stdout and stderr are kept apart."""
-    cmd = (launcher or [sys.executable]) + [str(RECIPE)] + list(argv)
+def popen(argv: list[str], launcher: Optional[list[str]] = None, recipe: Optional[Path] = None,
+          **extra_env: str) -> subprocess.Popen:
+    """``python recipes/train_text.py ARGV`` (or ``LAUNCHER RECIPE ARGV``) as a subprocess in the repository root;
+    stdout and stderr are kept apart."""
+    cmd = (launcher or [sys.executable]) + [str(recipe or RECIPE)] + list(argv)
     return subprocess.Popen(cmd, cwd=REPO, env=env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
