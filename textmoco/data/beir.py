@@ -18,24 +18,19 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from .text import iter_jsonl
+
 
 def _read_jsonl(path: Path, what: str) -> dict[str, dict]:
     if not path.is_file():
         raise ValueError(f"--eval_dir: {str(path)!r} not found; a BEIR directory holds corpus.jsonl, "
                          "queries.jsonl and qrels/<split>.tsv")
     rows: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{str(path)!r}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "_id" not in row or not isinstance(row.get("text"), str):
-                raise ValueError(f"{str(path)!r}, line {n}: each {what} line must be an object with '_id' and "
-                                 f"'text', got {raw.strip()[:80]!r}")
-            rows[str(row["_id"])] = row
+    for n, row in iter_jsonl(path, repr(str(path))):
+        if "_id" not in row or not isinstance(row.get("text"), str):
+            raise ValueError(f"{str(path)!r}, line {n}: each {what} line must be an object with '_id' and a "
+                             f"'text' string, got {json.dumps(row)[:80]!r}")
+        rows[str(row["_id"])] = row
     if not rows:
         raise ValueError(f"{str(path)!r} has no {what}s")
     return rows

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -24,6 +23,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 from torch.utils.data import IterableDataset as TorchIterableDataset
+
+from .text import iter_jsonl
 
 # --------------------------------------------------------------------------------------------------- crops
 
@@ -192,14 +193,7 @@ def _read_columns(path: str | os.PathLike) -> tuple[dict[str, list], str]:
             rows = list(reader)
             names = list(reader.fieldnames or [])
     elif suffix == ".jsonl":
-        rows = []
-        with open(p, encoding="utf-8") as f:
-            for n, raw in enumerate(f, start=1):
-                if raw.strip():
-                    try:
-                        rows.append(json.loads(raw))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{source}, line {n}: not valid JSON ({e.msg})") from None
+        rows = [record for _, record in iter_jsonl(p, source)]
         names = list(dict.fromkeys(k for r in rows for k in r))
     else:
         raise ValueError(f"unsupported pairs file type {p.suffix!r} for {str(p)!r}; use one of {list(PAIR_SUFFIXES)}")

@@ -20,7 +20,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from torch.utils.data import Dataset
 
@@ -37,6 +37,24 @@ def _check_file(path: str | os.PathLike, kinds: str = ".txt/.csv/.tsv/.jsonl") -
     if p.stat().st_size == 0:
         raise ValueError(f"file is empty: {str(p)!r}; it must contain at least 2 sentences")
     return p
+
+
+def iter_jsonl(path: str | os.PathLike, source: str) -> Iterator[tuple[int, dict]]:
+    """(line number from 1, object) for every non-blank line of a .jsonl file; ``ValueError`` naming ``source``
+    and the line for invalid JSON or a line that is not a JSON object."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}, line {line_no}: not valid JSON ({e.msg}); each line must be one "
+                                 "JSON object") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{source}, line {line_no}: expected a JSON object, got "
+                                 f"{type(record).__name__}; each line must be like {{\"text\": \"...\"}}")
+            yield line_no, record
 
 
 def _read_table(p: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -122,24 +140,12 @@ def read_sentences(path: str | os.PathLike, text_column: Optional[str] = None, *
         lines = [line for line, _ in rows]
     elif suffix == ".jsonl":
         texts, lines = [], []
-        with open(p, encoding="utf-8") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{source}, line {line_no}: not valid JSON ({e.msg}); each line must be one "
-                                     "JSON object") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{source}, line {line_no}: expected a JSON object, got "
-                                     f"{type(record).__name__}; each line must be like {{\"text\": \"...\"}}")
-                keys = list(record)
-                if text_column is None or text_column not in record:
-                    where = f"line {line_no} of {source}" if texts else source
-                    _require_column(text_column, keys, where)
-                texts.append(record[text_column])
-                lines.append(line_no)
+        for line_no, record in iter_jsonl(p, source):
+            if text_column is None or text_column not in record:
+                where = f"line {line_no} of {source}" if texts else source
+                _require_column(text_column, list(record), where)
+            texts.append(record[text_column])
+            lines.append(line_no)
         if not texts:
             raise ValueError(f"file has no JSON records: {str(p)!r}; add at least 2 lines")
     else:
