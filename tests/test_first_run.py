@@ -281,11 +281,11 @@ def test_baseline_training_arguments_use_no_deprecated_argument(tmp_path):
         args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
                                                     **warmup_arguments(0.1))
     assert args.get_warmup_steps(100) == 10
-    for path in (REPO / "textmoco" / "baselines.py", REPO / "recipes" / "train_retrieval.py",
-                 *sorted((REPO / "examples").glob("*.py"))):
+    for path in (REPO / "textmoco" / "baselines.py", *sorted((REPO / "examples").glob("*.py"))):
         source = path.read_text()
         assert "warmup_ratio=" not in source.replace("warmup_ratio=warmup_ratio", "").replace(
             "warmup_arguments(", ""), path
+    assert "TrainingArguments(" not in (REPO / "recipes" / "train_retrieval.py").read_text()  # baselines.py builds them
 
 
 def test_sentence_transformers_models_run_on_the_trainers_device(monkeypatch):
@@ -304,4 +304,4 @@ def test_sentence_transformers_models_run_on_the_trainers_device(monkeypatch):
     for path in (REPO / "textmoco" / "baselines.py", REPO / "recipes" / "train_retrieval.py"):
         source = path.read_text()
         assert "use_cpu=True" not in source and 'device="cpu"' not in source, path
-        assert "st_device()" in source, path
+    assert "st_device()" in (REPO / "textmoco" / "baselines.py").read_text()  # where every ST baseline is built
