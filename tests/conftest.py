@@ -28,12 +28,8 @@ def text_cli(tiny_bert, tmp_path_factory):
 
 @pytest.fixture
 def all_cpu_threads():
-    """Torch on every core for this test (several test modules pin one thread at import, which then holds for the
-    whole session): for the few tests that encode thousands of sentences with the real MiniLM."""
-    import torch
+    """textrun.all_cpu_threads for one test."""
+    import textrun
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(previous, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                              else os.cpu_count() or 1))
-    yield
-    torch.set_num_threads(previous)
+    with textrun.all_cpu_threads():
+        yield

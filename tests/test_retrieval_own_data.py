@@ -50,6 +50,9 @@ def test_read_beir_keeps_relevant_pairs_joins_titles_and_drops_unjudged_queries(
     (root / "qrels" / "bad.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td9\t1\n")
     with pytest.raises(ValueError, match="document id 'd9' is not in the document file"):
         read_beir(root, "bad")
+    (root / "qrels" / "text.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
+    with pytest.raises(ValueError, match="line 2: the score 'high' is not a number"):
+        read_beir(root, "text")
     with pytest.raises(ValueError, match="is not a directory"):
         read_beir(tmp_path / "nowhere")
 

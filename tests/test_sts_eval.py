@@ -8,6 +8,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+import textrun
+
 torch.set_num_threads(1)
 
 from textmoco.evaluation.sts import cosine_scores, evaluate_sts, sts_correlations  # noqa: E402
@@ -19,12 +21,8 @@ def minilm_test_scores():
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt.get_model_path()), device="cpu")
-    previous = torch.get_num_threads()  # every core for the 2,758 sentences (other modules pin one thread)
-    torch.set_num_threads(max(previous, os.cpu_count() or 1))
-    try:
+    with textrun.all_cpu_threads():  # every core for the 2,758 sentences (other modules pin one thread)
         return evaluate_sts(model, "test")
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_untouched_minilm_scores_82_03_on_stsb_test(minilm_test_scores):

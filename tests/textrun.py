@@ -150,3 +150,18 @@ def single_error_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     return lines[0]
+
+
+@contextlib.contextmanager
+def all_cpu_threads():
+    """Torch on every core inside the block (several test modules pin one thread at import, which then holds for the
+    whole session): for the few tests that encode thousands of sentences with the real MiniLM."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(previous, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                              else os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

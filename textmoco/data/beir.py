@@ -63,7 +63,11 @@ def read_beir(directory: str | os.PathLike, split: str = "test") -> tuple[dict, 
             for key, table, what in ((qid, all_queries, "query"), (cid, corpus, "document")):
                 if key not in table:
                     raise ValueError(f"{str(qrels)!r}, line {n}: {what} id {key!r} is not in the {what} file")
-            if float(score) > 0:
+            try:
+                score = float(score)
+            except ValueError:
+                raise ValueError(f"{str(qrels)!r}, line {n}: the score {score!r} is not a number") from None
+            if score > 0:
                 relevant.setdefault(qid, set()).add(cid)
     if not relevant:
         raise ValueError(f"{str(qrels)!r} has no relevant (score > 0) query-document pair")

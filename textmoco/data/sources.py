@@ -87,11 +87,9 @@ def retrieval_training_data(mode: str, *, train_file: Optional[str] = None, data
         return pairs
     if train_file:
         docs = read_sentences(train_file, text_column)
-    else:
+    else:  # a missing text_column: load_dataset_sentences names the dataset's columns
         from .text import load_dataset_sentences
 
-        if not text_column:
-            raise ValueError("--dataset with --mode crops needs --text_column naming the documents' column")
         docs = load_dataset_sentences(dataset, text_column, dataset_split, dataset_config)
     return CropDataset(docs, seed=seed, **crop)
 
