@@ -37,7 +37,8 @@ from textmoco import MoCoModel
 from textmoco.baselines import train_pairs_baseline
 from textmoco.cli import add_bool_argument, add_run_arguments, build_parser, parse_args, run_main
 from textmoco.data.beir import read_beir
-from textmoco.data.retrieval import CropDataset, PairDataset, is_streaming
+from textmoco.data.retrieval import CropDataset, PairDataset
+from textmoco.data.streaming import is_streaming
 from textmoco.data.sources import describe_source, retrieval_training_data
 from textmoco.data.wiki_vital import corpus_text, read_articles, retrieval_splits, retrieval_task
 from textmoco.encoders.text import TextEncoder
@@ -114,6 +115,9 @@ def get_parser():
     own.add_argument("--dataset_split", default="train", help="split of --dataset")
     add_bool_argument(own, "--streaming", help="read --train_file / --dataset lazily, in order (corpora larger than "
                                                "memory; needs --max_steps; resumes at the next unread example)")
+    own.add_argument("--shuffle_block", type=int, default=0,
+                     help="--streaming: read N examples at a time and train on them in a seeded random order (a "
+                          "local shuffle that still resumes exactly; N examples in memory); 0 = the file's order")
     own.add_argument("--text_column", default=None, help="crops: the documents' column (default 'text' streamed)")
     own.add_argument("--anchor_column", default="anchor", help="pairs: the queries' column")
     own.add_argument("--positive_column", default="positive", help="pairs: the relevant documents' column")
@@ -156,6 +160,9 @@ def training_data(args, articles, train_idx, seed: int):
     or crop documents."""
     crop = dict(ratio_min=args.crop_ratio_min, ratio_max=args.crop_ratio_max, min_length=args.crop_min_length,
                 delete_rate=args.crop_delete)
+    if args.shuffle_block and not args.streaming:
+        raise ValueError(f"--shuffle_block {args.shuffle_block} needs --streaming (data read into memory is shuffled "
+                         "whole every epoch)")
     if args.baseline and args.streaming:
         raise ValueError("--baseline trains sentence-transformers' loss on map-style pairs: drop --streaming")
     if own_data(args):
@@ -163,7 +170,7 @@ def training_data(args, articles, train_idx, seed: int):
             args.mode, train_file=args.train_file, dataset=args.dataset, dataset_config=args.dataset_config,
             dataset_split=args.dataset_split, streaming=args.streaming, text_column=args.text_column,
             anchor_column=args.anchor_column, positive_column=args.positive_column, id_column=args.id_column,
-            crop=crop, seed=seed)
+            crop=crop, seed=seed, shuffle_block=args.shuffle_block)
     if args.streaming:
         raise ValueError("--streaming needs --train_file or --dataset (wiki-vital is read into memory)")
     if args.mode == "pairs":
@@ -172,11 +179,8 @@ def training_data(args, articles, train_idx, seed: int):
         ids = {d: n for n, d in enumerate(dict.fromkeys(descs))}
         return PairDataset(descs, [corpus_text(articles[i]) for i in rows], ids=[ids[d] for d in descs],
                            source="wiki-vital train pairs")
-    docs = [corpus_text(articles[i]) for i in train_idx]
-    kept = [d for d in docs if len(d.split()) >= args.crop_min_length]
-    if len(kept) < len(docs):
-        print(f"crops: dropped {len(docs) - len(kept)} article(s) shorter than {args.crop_min_length} words")
-    return CropDataset(kept, seed=seed, **crop)
+    # a document shorter than the crop minimum is an error here too (the shortest TRAIN article has 11 words)
+    return CropDataset([corpus_text(articles[i]) for i in train_idx], seed=seed, **crop)
 
 
 def load_encoder(args) -> TextEncoder:

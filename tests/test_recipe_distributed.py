@@ -59,7 +59,7 @@ def test_recipe_under_torchrun_two_processes(text_cli, tmp_path):
 def test_retrieval_recipe_streams_each_process_its_own_part_of_the_file(tiny_bert, tmp_path):
     """--streaming under 2 processes: after 2 steps of batch 4 the queue holds the keys of exactly the file's first
     16 pairs (ids = hashes of the anchors), each once: the two processes read different examples and none is lost."""
-    from textmoco.data.retrieval import text_id
+    from textmoco.data.streaming import text_id
 
     rows = [{"anchor": f"query {i} about topic {i % 5}", "positive": f"document {i} tells a story about topic "
              f"{i % 5} and place {i % 3}"} for i in range(40)]

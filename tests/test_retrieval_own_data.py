@@ -10,7 +10,8 @@ from textrun import import_recipe
 
 from textmoco.cli import parse_args
 from textmoco.data.beir import read_beir, write_beir
-from textmoco.data.retrieval import CropDataset, PairDataset, StreamingDataset
+from textmoco.data.retrieval import CropDataset, PairDataset
+from textmoco.data.streaming import StreamingDataset
 from textmoco.data.wiki_vital import read_articles, retrieval_splits, retrieval_task
 
 recipe = import_recipe("train_retrieval")
@@ -104,6 +105,11 @@ def test_documents_become_crops_and_a_stream_reads_the_file_in_order(tmp_path):
     assert [item for _, item in itertools.islice(iter(stream), 3)] == [(r["anchor"], r["positive"]) for r in rows[:3]]
     streamed_crops = _data(None, "--mode", "crops", "--train_file", str(docs), "--streaming")
     assert next(iter(streamed_crops))[1][0] and streamed_crops.text_column == "text"
+    shuffled = _data(None, "--train_file", str(path), "--streaming", "--shuffle_block", "10")
+    items = [item for _, item in shuffled]  # 24 rows: blocks of 10, 10 and 4, each in its own seeded order
+    want = [(r["anchor"], r["positive"]) for r in rows]
+    assert items != want and [sorted(items[i:i + 10]) for i in (0, 10, 20)] == [sorted(want[i:i + 10])
+                                                                                   for i in (0, 10, 20)]
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -140,6 +146,9 @@ def test_own_data_without_eval_dir_trains_and_exports_without_evaluation(tmp_pat
     (["--train_file", "PAIRS", "--bm25"], "--bm25 and --eval_every need an evaluation set"),
     (["--train_file", "PAIRS", "--baseline", "mnrl", "--streaming"], "drop --streaming"),
     (["--streaming"], "--streaming needs --train_file or --dataset"),
+    (["--train_file", "PAIRS", "--shuffle_block", "64"], "--shuffle_block 64 needs --streaming"),
+    (["--shuffle_block", "64"], "--shuffle_block 64 needs --streaming"),
+    (["--train_file", "PAIRS", "--streaming", "--shuffle_block", "-2"], "shuffle_block=-2 is invalid"),
     (["--train_file", "PAIRS", "--streaming", "--guide_threshold", "0.8"], "needs map-style data"),
     (["--eval_split", "train"], "--eval_split='train' is invalid for wiki-vital"),
     (["--train_file", "PAIRS", "--positive_column", "doc"], "no positive column 'doc'"),

@@ -86,6 +86,15 @@ def test_recipe_trains_with_every_guard_and_exports_a_sentence_transformer(tmp_p
     assert saved["key_encoder"] == {"pairs": "momentum_a", "crops": "momentum"}[mode]
 
 
+def test_wiki_crops_shorter_than_the_minimum_are_an_error_before_training(tmp_path):
+    # the same rule as a user's own crop documents (textmoco.data.sources): no silent dropping
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"document\(s\) are shorter than the crop minimum of 30 words"):
+        recipe.main(["--articles", str(_articles(tmp_path / "a.jsonl")), "--mode", "crops", "--crop_min_length",
+                     "30", "--output_dir", str(out), "--no_eval_before", "--progress", "false"])
+    assert not (out / "checkpoints").exists()
+
+
 def test_momentum_default_depends_on_the_mode_unless_given():
     from textmoco.cli import parse_args
 

@@ -33,7 +33,8 @@ def dataset_guide(encoder: Any, dataset: Any, max_length: int) -> Guide:
     and its first positive (positives sharing an id are covered by the id guard); crops
     (:class:`~textmoco.data.retrieval.CropDataset`): the whole document stands for each of its crops. Sample ids
     must be 0..n-1 (the table is looked up by id); a streamed dataset has no finite table: ``ValueError``."""
-    from .data.retrieval import PairDataset, is_streaming
+    from .data.retrieval import PairDataset
+    from .data.streaming import is_streaming
 
     if is_streaming(dataset):
         raise ValueError("guide_threshold (--guide_threshold) needs map-style data: a streamed corpus has no "

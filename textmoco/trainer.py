@@ -30,7 +30,7 @@ from .model import MoCoModel
 from .momentum_contrast import MomentumContrast
 from .data.loader import (build_train_loader, check_dataset_size, load_loader_state,  # noqa: F401 (re-export)
                           loader_state, set_loader_epoch)
-from .data.retrieval import is_streaming
+from .data.streaming import is_streaming
 from .queue import NegativeQueue
 
 QUEUE_FILE, STATE_FILE = checkpointing.QUEUE_FILE, checkpointing.STATE_FILE

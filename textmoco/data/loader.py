@@ -5,10 +5,10 @@
   iterator never draws from the global RNG), each item paired with its sample id — ``dataset.sample_id(i)`` when
   the dataset defines it, else the index ``i``. The trainer hands this loader to ``accelerator.prepare`` (which
   shards it across processes and skips batches on resume).
-- Streaming datasets (:class:`~textmoco.data.retrieval.StreamingDataset`, any torch ``IterableDataset`` yielding
-  ``(id, item)``): sharded per process here (``split_dataset_by_node``), read in order without workers, not
-  prepared by Accelerate (no prefetch: the iterable's ``state_dict()`` is exactly the position after the last
-  batch the trainer consumed, and the trainer saves it in each checkpoint).
+- Streaming datasets (:class:`~textmoco.data.streaming.StreamingDataset`, any torch ``IterableDataset`` yielding
+  ``(id, item)``): sharded per process here (``split_dataset_by_node``), read in order (or block-shuffled)
+  without workers, not prepared by Accelerate (no prefetch: the iterable's ``state_dict()`` is exactly the
+  position after the last batch the trainer consumed, and the trainer saves it in each checkpoint).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .retrieval import is_streaming
+from .streaming import is_streaming
 
 
 class ItemsWithIds(Dataset):

@@ -1,4 +1,5 @@
-"""Retrieval training data: Contriever crops of documents, (anchor, positive[, negative]) pairs, streaming corpora.
+"""Retrieval training data: Contriever crops of documents, (anchor, positive[, negative]) pairs (streaming corpora:
+:mod:`textmoco.data.streaming`).
 
 All of them are ordinary datasets for the one trainer and the one data path (:func:`textmoco.data.loader.
 build_train_loader`): an item is a tuple of texts — ``(view_a, view_b)`` or ``(anchor, positive, negatives)`` —
@@ -15,14 +16,12 @@ a resumed run draws exactly the crops the uninterrupted run drew, whatever the w
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
-from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from .text import iter_jsonl
 
@@ -198,91 +197,3 @@ def _read_columns(path: str | os.PathLike) -> tuple[dict[str, list], str]:
     else:
         raise ValueError(f"unsupported pairs file type {p.suffix!r} for {str(p)!r}; use one of {list(PAIR_SUFFIXES)}")
     return {c: [r.get(c) for r in rows] for c in names}, source
-
-
-# ----------------------------------------------------------------------------------------------- streaming
-
-
-def text_id(text: str) -> int:
-    """A stable 63-bit id of a text (identical texts share it, so duplicates are guarded as the same sample)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-
-
-class StreamingDataset(TorchIterableDataset):
-    """A ``datasets.IterableDataset`` (corpora larger than memory) as training items, read in order.
-
-    ``text_column``: documents; items are two crops (``crop=dict(...)`` of :class:`CropDataset` options) or, with
-    ``crop=None``, the text twice (dropout views). Or ``anchor_column``/``positive_column``: pairs. The sample id is
-    ``id_column`` when given, else a stable hash of the text (anchor). :meth:`shard` gives each process its own
-    part (``datasets.distributed.split_dataset_by_node``); :meth:`state_dict` / :meth:`load_state_dict` (the
-    iterable's own) are the position the trainer saves in its checkpoint, so a resumed run continues with the next
-    unread example. Shuffle with ``dataset.shuffle(seed, buffer_size)`` if you like, but the shuffle buffer is not
-    part of the saved state (datasets' rule), so only unshuffled streams resume exactly. Use ``num_workers=0``.
-    """
-
-    def __init__(self, dataset: Any, text_column: Optional[str] = None, *, anchor_column: Optional[str] = None,
-                 positive_column: Optional[str] = None, id_column: Optional[str] = None,
-                 crop: Optional[dict] = None, seed: int = 0):
-        if (text_column is None) == (anchor_column is None):
-            raise ValueError("StreamingDataset needs either text_column or anchor_column + positive_column")
-        needed = [c for c in (text_column, anchor_column, positive_column if anchor_column else None, id_column) if c]
-        names = dataset.column_names
-        if names is None:  # features unknown until read: look at the first example (a fresh, separate iteration)
-            first = next(iter(dataset), None)
-            if first is None:
-                raise ValueError("the streaming dataset is empty")
-            names = list(first)
-        missing = [c for c in needed if c not in names]
-        if missing:
-            raise ValueError(f"the streaming dataset has no column {missing[0]!r}; its columns are {list(names)}. "
-                             "Pass the column that holds the text (--text_column)")
-        self.dataset, self.text_column, self.anchor_column = dataset, text_column, anchor_column
-        self.positive_column, self.id_column, self.seed, self.epoch = positive_column, id_column, int(seed), 0
-        self.crop = None if crop is None else {"ratio_min": 0.1, "ratio_max": 0.5, "min_length": 4,
-                                               "delete_rate": 0.0, **crop}
-
-    def shard(self, rank: int, world_size: int) -> "StreamingDataset":
-        """This process's part of the stream (``split_dataset_by_node``); itself when ``world_size == 1``."""
-        if world_size > 1:
-            from datasets.distributed import split_dataset_by_node
-            self.dataset = split_dataset_by_node(self.dataset, rank=rank, world_size=world_size)
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return self.dataset.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.dataset.load_state_dict(state)
-
-    def _item(self, row: dict) -> tuple[int, Any]:
-        if self.anchor_column is not None:
-            anchor, positive = row[self.anchor_column], row[self.positive_column]
-            if not isinstance(positive, str) or not positive.strip():
-                raise ValueError(f"streaming row {row!r:.80} has a missing or empty {self.positive_column!r}")
-            sid = int(row[self.id_column]) if self.id_column else text_id(anchor)
-            return sid, (anchor, positive)
-        text = row[self.text_column]
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"streaming row {row!r:.80} has a missing or empty {self.text_column!r}")
-        sid = int(row[self.id_column]) if self.id_column else text_id(text)
-        if self.crop is None:
-            return sid, text
-        words = text.split()
-        if len(words) < self.crop["min_length"]:
-            raise ValueError(f"a streamed document has {len(words)} words, fewer than the crop minimum of "
-                             f"{self.crop['min_length']}: {text[:60]!r}")
-        rng = np.random.default_rng([self.seed, self.epoch, sid])
-        return sid, tuple(" ".join(random_crop(words, rng, **self.crop)) for _ in range(2))
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        for row in self.dataset:
-            yield self._item(row)
-
-
-def is_streaming(dataset: Any) -> bool:
-    return isinstance(dataset, TorchIterableDataset)

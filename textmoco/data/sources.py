@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .retrieval import CropDataset, PairDataset, StreamingDataset
+from .retrieval import CropDataset, PairDataset
+from .streaming import StreamingDataset
 from .text import _check_file, read_sentences
 
 # datasets' builder and its options for a streamed file, by suffix
@@ -58,24 +59,30 @@ def retrieval_training_data(mode: str, *, train_file: Optional[str] = None, data
                             dataset_config: Optional[str] = None, dataset_split: str = "train",
                             streaming: bool = False, text_column: Optional[str] = None,
                             anchor_column: str = "anchor", positive_column: str = "positive",
-                            id_column: Optional[str] = None, crop: Optional[dict] = None, seed: int = 0):
+                            id_column: Optional[str] = None, crop: Optional[dict] = None, seed: int = 0,
+                            shuffle_block: int = 0):
     """``mode`` 'pairs' or 'crops' from exactly one of ``train_file`` / ``dataset`` (a Hub id, local dataset
     directory or builder name). ``crop``: CropDataset's options (ratio_min, ratio_max, min_length, delete_rate).
     ``id_column``: sample ids (default: a pairs file's ``id`` column if it has one, renumbered 0..n-1 by first
     appearance, else the row; streamed: a hash of the text). ``text_column``: the documents' column (crops;
-    default ``text`` when streaming)."""
+    default ``text`` when streaming). ``shuffle_block``: streamed data only, 0 = in order, N = shuffled N at a time
+    (:mod:`textmoco.data.streaming`)."""
     if mode not in ("pairs", "crops"):
         raise ValueError(f"mode={mode!r} is invalid: use 'pairs' or 'crops'")
     if bool(train_file) == bool(dataset):
         raise ValueError("pass exactly one of --train_file and --dataset")
     crop = dict(crop or {})
+    if shuffle_block and not streaming:
+        raise ValueError(f"shuffle_block={shuffle_block} is for streamed data (--streaming); data read into memory "
+                         "is shuffled whole every epoch")
     if streaming:
         ds = stream_file(train_file) if train_file else load_hf_dataset(dataset, dataset_split, dataset_config,
                                                                          streaming=True)
         if mode == "pairs":
             return StreamingDataset(ds, anchor_column=anchor_column, positive_column=positive_column,
-                                    id_column=id_column)
-        return StreamingDataset(ds, text_column or "text", id_column=id_column, crop=crop, seed=seed)
+                                    id_column=id_column, seed=seed, shuffle_block=shuffle_block)
+        return StreamingDataset(ds, text_column or "text", id_column=id_column, crop=crop, seed=seed,
+                                shuffle_block=shuffle_block)
     if mode == "pairs":
         columns = dict(anchor_column=anchor_column, positive_column=positive_column, id_column=id_column or "id")
         pairs = PairDataset.from_file(train_file, **columns) if train_file else PairDataset.from_dataset(
