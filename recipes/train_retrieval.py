@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import Namespace
 import time
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def main(argv=None) -> dict:
         # clear FileNotFoundError naming where to get it
         articles = None if own_data(args) else read_articles(articles_path(args))
         task = evaluation_task(args, articles)
-        dataset = training_data(args if not args.baseline else _as_pairs(args), articles,
+        dataset = training_data(Namespace(**{**vars(args), "mode": "pairs"}) if args.baseline else args, articles,
                                 retrieval_splits(articles)["train"] if articles else None, train.seed)
     evaluator = RetrievalEvaluator(*task, args.eval_batch_size, name=args.eval_split) if task else None
     callbacks = [periodic_evaluation(evaluator, args.eval_every, option="--eval_every")] if evaluator else []
@@ -298,13 +299,6 @@ def _report_after(args, results: dict, evaluator, evaluate, what: str, before) -
     results["after"] = evaluate()
     print(f"{what} {args.eval_split}: {json.dumps(results['after'])}")
     results["metrics"] = run_metrics(evaluator, results["after"], before, baselines={"bm25": results.get("bm25")})
-
-
-def _as_pairs(args):
-    import copy
-    a = copy.copy(args)
-    a.mode = "pairs"
-    return a
 
 
 if __name__ == "__main__":

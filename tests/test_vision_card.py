@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from textrun import auto_image_processor
 
 yaml = pytest.importorskip("yaml")
 
@@ -132,6 +133,8 @@ def test_card_snippet_embeds_an_image_like_the_encoder(tmp_path, monkeypatch, po
     encoder.export(str(out))
     text, _ = _card(out, encoder)
     (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    if auto_image_processor() is None:
+        pytest.skip("the card's AutoImageProcessor needs torchvision on this transformers (< 5.2x)")
     image = images(1)
     Image.fromarray(image[0, 0].numpy(), mode="L").save(tmp_path / "image.png")
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,7 @@
 """VisionEncoder adapter and projection head (textmoco.encoders.vision / heads)."""
 import pytest
 import torch
+from textrun import auto_image_processor
 
 from textmoco.encoders.heads import ProjectionHead
 from textmoco.encoders.vision import VisionEncoder
@@ -32,7 +33,7 @@ def test_encode_is_deterministic_and_keeps_mode(encoder):
 
 
 def test_export_reloads_with_automodel(encoder, tmp_path):
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoModel
 
     x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     feats = encoder.encode(x)
@@ -41,9 +42,11 @@ def test_export_reloads_with_automodel(encoder, tmp_path):
     with torch.no_grad():
         h = model(pixel_values=encoder.views.normalize(x)).last_hidden_state
     assert torch.allclose(h[:, 1:].mean(1), feats, atol=1e-5)
-    proc = AutoImageProcessor.from_pretrained(str(tmp_path))
-    pixel = proc(images=[im.permute(1, 2, 0).numpy() for im in x], return_tensors="pt")["pixel_values"]
-    assert torch.allclose(pixel, encoder.views.normalize(x), atol=1e-4)
+    auto_processor = auto_image_processor()  # None on transformers < 5.2x without torchvision: not checkable there
+    if auto_processor is not None:
+        proc = auto_processor.from_pretrained(str(tmp_path))
+        pixel = proc(images=[im.permute(1, 2, 0).numpy() for im in x], return_tensors="pt")["pixel_values"]
+        assert torch.allclose(pixel, encoder.views.normalize(x), atol=1e-4)
     again = VisionEncoder.from_pretrained(str(tmp_path), views="digits")
     assert again.pooling == "mean" and torch.allclose(again.encode(x), feats, atol=1e-5)
 
@@ -92,3 +95,26 @@ def test_other_backbones_pool_to_b_d():
         assert VisionEncoder(model, pooling="mean", image_size=size).encode(x).shape == (2, dim)
     with pytest.raises(ValueError, match="feature map"):
         VisionEncoder(convnext, pooling="cls", image_size=32)
+
+
+@pytest.mark.parametrize("processor, side", [
+    ({"image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32}}, 32),
+    ({"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 40}, "crop_size": {"height": 36,
+                                                                                                  "width": 36}}, 36),
+])
+def test_hub_style_directory_gives_normalisation_and_size_from_its_processor_config(tmp_path, processor, side):
+    # a Hub checkpoint: backbone + preprocessor_config.json, no textmoco_vision.json; the config is read as a dict,
+    # never as a processor class (which would need torchvision on transformers < 5.2x)
+    import json
+
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(image_size=side, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    config = {**processor, "image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.6, 0.7]}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    enc = VisionEncoder.from_pretrained(str(tmp_path), views="none")
+    assert (list(enc.mean), list(enc.std), enc.image_size) == ([0.1, 0.2, 0.3], [0.5, 0.6, 0.7], side)
+    (tmp_path / "preprocessor_config.json").unlink()  # no processor config: the model config's size, mean 0.5
+    enc = VisionEncoder.from_pretrained(str(tmp_path), views="none")
+    assert (list(enc.mean), list(enc.std), enc.image_size) == ([0.5] * 3, [0.5] * 3, side)

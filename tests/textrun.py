@@ -165,3 +165,15 @@ def all_cpu_threads():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def auto_image_processor():
+    """transformers' ``AutoImageProcessor``, or None where it cannot be used: before transformers 5.2x it needs
+    torchvision, which this project does not install (5.17 on the GPU machine). textmoco itself never builds one."""
+    from transformers import AutoImageProcessor
+
+    try:
+        AutoImageProcessor.from_pretrained  # noqa: B018 - the placeholder raises ImportError on attribute access
+    except ImportError:
+        return None
+    return AutoImageProcessor

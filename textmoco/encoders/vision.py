@@ -27,10 +27,10 @@ _PREFIX_TOKENS = {"deit": 2}  # CLS + distillation token; others: 1 (+ register 
 _INFO_FILE = "textmoco_vision.json"
 
 
-def _size_from_processor(proc: Any, config: Any) -> int:
-    """Square input side from an image processor (crop_size, then size) or the model config."""
+def _size_from_processor(proc: dict, config: Any) -> int:
+    """Square input side from an image processor's config (crop_size, then size) or the model config."""
     for attr in ("crop_size", "size"):
-        size = getattr(proc, attr, None)
+        size = proc.get(attr)
         if size is None:
             continue
         size = dict(size) if hasattr(size, "items") or isinstance(size, dict) else size
@@ -89,11 +89,14 @@ class VisionEncoder(EncoderAdapter):
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = "auto", views: Any = "rgb",
                         image_size: Optional[int] = None, **view_options: Any) -> "VisionEncoder":
-        """Backbone from the Hub or a directory (``AutoModel``), normalisation from its ``AutoImageProcessor``.
+        """Backbone from the Hub or a directory (``AutoModel``), normalisation and size from its image processor's
+        config (``preprocessor_config.json``, read as a dict: no processor class is built, so torchvision is never
+        needed — transformers < 5.2x's ``AutoImageProcessor`` asks for it).
 
         A directory written by :meth:`export` also restores the pooling it was trained with (unless given).
         """
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import AutoModel
+        from transformers.image_processing_utils import ImageProcessingMixin
 
         info: dict[str, Any] = {}
         info_path = os.path.join(name_or_path, _INFO_FILE)
@@ -107,14 +110,13 @@ class VisionEncoder(EncoderAdapter):
             else {}
         backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
         try:
-            proc = AutoImageProcessor.from_pretrained(name_or_path)
+            proc = ImageProcessingMixin.get_image_processor_dict(name_or_path)[0]
         except (OSError, ValueError):
-            proc = None
+            proc = {}
         channels = int(getattr(backbone.config, "num_channels", 3))
-        mean = list(getattr(proc, "image_mean", None) or info.get("mean") or [0.5] * channels)
-        std = list(getattr(proc, "image_std", None) or info.get("std") or [0.5] * channels)
-        size = image_size or (_size_from_processor(proc, backbone.config) if proc is not None
-                              else info.get("image_size"))
+        mean = list(proc.get("image_mean") or info.get("mean") or [0.5] * channels)
+        std = list(proc.get("image_std") or info.get("std") or [0.5] * channels)
+        size = image_size or (_size_from_processor(proc, backbone.config) if proc else info.get("image_size"))
         return cls(backbone, pooling=pooling, image_size=size, mean=mean, std=std, views=views, **view_options)
 
     @classmethod
