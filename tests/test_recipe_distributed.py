@@ -56,9 +56,14 @@ def test_recipe_under_torchrun_two_processes(text_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_retrieval_recipe_streams_each_process_its_own_part_of_the_file(tiny_bert, tmp_path):
+@pytest.mark.parametrize("block", [0, 3])
+def test_retrieval_recipe_streams_each_process_its_own_part_of_the_file(tiny_bert, tmp_path, block):
     """--streaming under 2 processes: after 2 steps of batch 4 the queue holds the keys of exactly the file's first
-    16 pairs (ids = hashes of the anchors), each once: the two processes read different examples and none is lost."""
+    16 pairs (ids = hashes of the anchors), each once: the two processes read different examples and none is lost.
+    With --shuffle_block 3 each process (rows r, r+2, ... of the file) takes its first two blocks whole and two
+    rows of its third block, those its (seed 0, epoch 0, block 2) order puts first."""
+    import numpy as np
+
     from textmoco.data.streaming import text_id
 
     rows = [{"anchor": f"query {i} about topic {i % 5}", "positive": f"document {i} tells a story about topic "
@@ -70,12 +75,18 @@ def test_retrieval_recipe_streams_each_process_its_own_part_of_the_file(tiny_ber
                 "127.0.0.1", "--master_port", str(free_port())]
     proc = textrun.popen(["--train_file", str(pairs), "--streaming", "--model", tiny_bert, "--max_steps", "2",
                           "--batch_size", "4", "--queue_size", "32", "--max_length", "16", "--progress", "false",
-                          "--save_final_checkpoint", "true", "--output_dir", str(out)], launcher=launcher,
+                          "--save_final_checkpoint", "true", "--output_dir", str(out), "--seed", "0",
+                          "--shuffle_block", str(block)], launcher=launcher,
                          recipe=textrun.REPO / "recipes" / "train_retrieval.py", ACCELERATE_USE_CPU="1")
     stdout, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, (stdout[-3000:], stderr[-5000:])
     queue = load_file(str(out / "checkpoints" / "step-2" / "queue.safetensors"))
-    assert sorted(queue["ids"][queue["filled"]].tolist()) == sorted(text_id(r["anchor"]) for r in rows[:16])
+    if block:
+        third = [6 + j for j in np.random.default_rng([0, 0, 2]).permutation(3)[:2]]
+        read = [rank + 2 * j for rank in range(2) for j in list(range(6)) + third]
+    else:
+        read = list(range(16))
+    assert sorted(queue["ids"][queue["filled"]].tolist()) == sorted(text_id(rows[i]["anchor"]) for i in read)
 
 
 @pytest.mark.parametrize("name,kind,machines", [("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2),
