@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import json
 import sys
-from argparse import Namespace
 import time
+from argparse import Namespace
 from pathlib import Path
 
 from accelerate.utils import set_seed

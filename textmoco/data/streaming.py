@@ -13,7 +13,6 @@ every checkpoint, one per process.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 from itertools import islice
 from typing import Any, Iterator, Optional
@@ -87,7 +86,7 @@ class StreamingDataset(TorchIterableDataset):
     def state_dict(self) -> dict:
         if not self.shuffle_block:
             return self.dataset.state_dict()
-        return {"shuffle_block": self.shuffle_block, **copy.deepcopy(self._position)}
+        return {"shuffle_block": self.shuffle_block, **self._position}  # a new dict every yield, never mutated
 
     def load_state_dict(self, state: dict) -> None:
         saved_block = state.get("shuffle_block", 0)

@@ -33,8 +33,7 @@ def _size_from_processor(proc: dict, config: Any) -> int:
         size = proc.get(attr)
         if size is None:
             continue
-        size = dict(size) if hasattr(size, "items") or isinstance(size, dict) else size
-        if isinstance(size, dict):
+        if isinstance(size, dict):  # JSON: {"height", "width"} or {"shortest_edge"}
             for key in ("height", "shortest_edge"):
                 if size.get(key):
                     return int(size[key])
