@@ -68,6 +68,18 @@ def test_paired_comparison_against_the_closed_form():
         paired_comparison({"a": a}, "a", "c", ["m"])
 
 
+def test_paired_comparison_says_n_a_when_the_test_is_degenerate():
+    """Every seed's difference the same (up to float noise: 99.01 - 98.80 vs 99.21 - 99.00) or one common seed:
+    no t-test (scipy would print a huge t and p < 0.001), but the means and the difference still."""
+    a = {"0": {"m": 99.01}, "1": {"m": 99.21}}
+    b = {"0": {"m": 98.80}, "1": {"m": 99.00}}
+    row = next(line for line in paired_comparison({"a": a, "b": b}, "a", "b", ["m"]).splitlines()
+               if line.startswith("| m |")).split(" | ")
+    assert row[3:7] == ["+0.21", "2 of 2", "n/a", "n/a |"]
+    one = paired_comparison({"a": {"0": {"m": 2.0}}, "b": {"0": {"m": 1.0}}}, "a", "b", ["m"])
+    assert "| m | 2.00 | 1.00 | +1.00 | 1 of 1 | n/a | n/a |" in one
+
+
 def test_markdown_table_mean_and_std(tmp_path):
     scores = run_cells(["a", "b"], [0, 1, 2], fake_run([]), tmp_path / "t.json")
     table = markdown_table(scores, ["a", "b"], ["acc"], "header", digits=3, extra_rows={"raw": {"acc": 0.4}})

@@ -195,7 +195,8 @@ def merge_runs(scores: dict, other: dict, options: Sequence[str] = (), source: s
 def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digits: int = 2) -> str:
     """Cell ``a`` against cell ``b`` on the seeds both ran (a seed fixes the data order and the init of both, so
     the runs pair up): per metric the two means, the mean difference a - b, on how many seeds a is ahead, and the
-    paired t-test (``scipy.stats.ttest_rel``; two-sided p). A markdown table; t and p need two common seeds."""
+    paired t-test (``scipy.stats.ttest_rel``; two-sided p). A markdown table; t and p need two common seeds and
+    differences that are not all the same (then the test is degenerate: "n/a")."""
     from scipy import stats
 
     unknown = [name for name in (a, b) if name not in scores]
@@ -211,10 +212,14 @@ def paired_comparison(scores: dict, a: str, b: str, metrics: Sequence[str], digi
         va = [scores[a][s][m] for s in seeds]
         vb = [scores[b][s][m] for s in seeds]
         diff = [x - y for x, y in zip(va, vb)]
-        t, p = stats.ttest_rel(va, vb) if len(seeds) > 1 else (float("nan"), float("nan"))
+        if len(seeds) > 1 and max(diff) - min(diff) > 1e-9 * max(1.0, *map(abs, diff)):
+            t, p = stats.ttest_rel(va, vb)
+            t_text, p_text = f"{t:.2f}", "< 0.001" if p < 0.001 else f"{p:.3f}"
+        else:
+            t_text = p_text = "n/a"
         lines.append(f"| {m} | {fmt.format(statistics.mean(va))} | {fmt.format(statistics.mean(vb))} | "
                      f"{statistics.mean(diff):+.{digits}f} | {sum(d > 0 for d in diff)} of {len(seeds)} | "
-                     f"{t:.2f} | {'< 0.001' if p < 0.001 else f'{p:.3f}'} |")
+                     f"{t_text} | {p_text} |")
     return "\n".join(lines) + "\n"
 
 
