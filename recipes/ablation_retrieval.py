@@ -28,9 +28,10 @@ from textmoco.ablation import RETRIEVAL_ABLATION, markdown_table, merge_runs, pa
 METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
 
 
-def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int | None = None) -> dict[str, list[str]]:
-    """Cells for ``NAME=STEPS`` items, named after the textmoco run they match in wall time (and the batch size,
-    where one is given: the recipe's 32 otherwise)."""
+def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int | None = None,
+                   lr: str | None = None) -> dict[str, list[str]]:
+    """Cells for ``NAME=STEPS`` items, named after the textmoco run they match in wall time (and the batch size and
+    learning rate, where given: the recipe's 32 and 5e-5 otherwise)."""
     cells = {}
     for item in budget:
         name, _, steps = item.partition("=")
@@ -40,6 +41,8 @@ def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int
         batch = ""
         if batch_size:
             batch, options = f", batch {batch_size}", options + ["--batch_size", str(batch_size)]
+        if lr:
+            batch, options = f"{batch}, lr {lr}", options + ["--lr", lr]
         cells[f"ST {name}{batch}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = options
     return cells
 
@@ -54,6 +57,8 @@ def main(argv=None) -> None:
                         help="the textmoco steps whose wall time --baseline_steps matches (names the cells)")
     parser.add_argument("--baseline_batch_size", type=int, default=None,
                         help="batch size of the --baseline_steps cells (names them; default: the recipe's 32)")
+    parser.add_argument("--baseline_lr", default=None,
+                        help="learning rate of the --baseline_steps cells (names them; default: the recipe's 5e-5)")
     parser.add_argument("--work_dir", default="outputs/ablation_retrieval", help="where the runs go")
     parser.add_argument("--out", default="results/ablation_retrieval.md", help="markdown table; the .json beside "
                         "it keeps finished runs, so a rerun only runs what is missing")
@@ -67,7 +72,8 @@ def main(argv=None) -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="options for every run (after --)")
     args = parser.parse_args(argv)
     extra = [a for a in args.extra if a != "--"]
-    baselines = baseline_cells(args.baseline_steps, args.textmoco_steps, args.baseline_batch_size)
+    baselines = baseline_cells(args.baseline_steps, args.textmoco_steps, args.baseline_batch_size,
+                               args.baseline_lr)
     cells = {**RETRIEVAL_ABLATION, **baselines}
     names = args.cells or list(cells)
     unknown = sorted(set(names) - set(cells))

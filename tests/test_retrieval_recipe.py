@@ -121,6 +121,9 @@ def test_ablation_baseline_options_are_checked():
     small = ablation.baseline_cells(["mnrl=220"], 200, batch_size=16)
     assert small == {"ST mnrl, batch 16, 220 steps (= textmoco's 200 in time)":
                      ["--baseline", "mnrl", "--max_steps", "220", "--batch_size", "16"]}
+    assert ablation.baseline_cells(["mnrl=59"], 50, batch_size=64, lr="1e-4") == {
+        "ST mnrl, batch 64, lr 1e-4, 59 steps (= textmoco's 50 in time)":
+            ["--baseline", "mnrl", "--max_steps", "59", "--batch_size", "64", "--lr", "1e-4"]}
     for bad in ("mnrl", "simcse=5", "gist=x"):
         with pytest.raises(SystemExit, match="mnrl\\|cached_mnrl\\|gist=STEPS"):
             ablation.baseline_cells([bad])
