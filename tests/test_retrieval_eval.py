@@ -1,6 +1,7 @@
 """Retrieval evaluation glue: the evaluator's metrics on a hand-computed ranking, BM25 through the same metric code,
 a TextEncoder evaluated like its exported model, and the wiki-vital split/task construction."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +69,36 @@ def test_wiki_vital_splits_and_task():
     q, c, r = retrieval_task(arts, sp["test"])
     assert len(c) == 20 and c["3"] == corpus_text(arts[3]) == "T3. text 3"
     assert r[next(k for k, v in q.items() if v == "same")] == {"0", "3"}  # relevant from the whole corpus
+
+
+def test_relevant_ranks_match_a_sorted_list():
+    from textmoco.evaluation.retrieval import relevant_ranks
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 40, generator=g).round(decimals=1)  # rounding makes ties
+    relevant = [[3], [0, 39], [5, 6, 7], [12], [1, 2], [20, 30]]
+    for i, docs in enumerate(relevant):
+        order = sorted(range(40), key=lambda c: (-scores[i, c].item(), c))  # the slow reference: a full sort
+        assert relevant_ranks(scores[i:i + 1], [docs])[0] == sorted(order.index(d) for d in docs)
+    assert relevant_ranks(torch.tensor([[0.1, 0.9, 0.5]]), [[0, 1]]) == [[0, 2]]
+
+
+def test_compare_rankings_script_reports_each_model_and_the_missed_queries(tmp_path, tiny_bert, capsys):
+    import importlib.util
+
+    from textmoco.data.beir import write_beir
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_rankings.py"
+    spec = importlib.util.spec_from_file_location("compare_rankings", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    corpus = {f"d{i}": f"document number {i} about topic {i % 3}" for i in range(8)}
+    queries = {"q0": "topic 0", "q1": "topic 1", "q2": "number 5"}
+    relevant = {"q0": {"d0", "d3", "d6"}, "q1": {"d1"}, "q2": {"d5"}}
+    beir = write_beir(tmp_path / "beir", queries, corpus, relevant, split="dev")
+    script.main([tiny_bert, tiny_bert, "--eval_dir", str(beir), "--split", "dev", "--depth", "0"])
+    out = capsys.readouterr().out
+    assert "3 queries, 8 documents" in out and "1 relevant (2 queries)" in out and "2-5 relevant (1 queries)" in out
+    rows = [line.split(None, 1)[1] for line in out.splitlines() if "hit@1" in line]
+    assert len(rows) == 4 and rows[0] == rows[1] and rows[2] == rows[3]  # the same model twice: the same figures
+    assert sum("'topic 0'" in line for line in out.splitlines()) == 1  # --depth 0 lists every query, once

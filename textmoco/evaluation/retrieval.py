@@ -133,3 +133,21 @@ class RetrievalEvaluator:
 
     def headline(self, scores: Mapping[str, Any]) -> dict:
         return {k: scores[k] for k in METRIC_KEYS if k in scores}
+
+
+def relevant_ranks(scores, relevant: Sequence[Sequence[int]]) -> list[list[int]]:
+    """0-based rank of every relevant document of every query in an exhaustive ranking: ``scores`` [Q, C] (query x
+    corpus similarities), ``relevant[i]`` the corpus indices relevant to query i -> ``ranks[i]``, sorted ascending
+    (rank 0 = first). Ties are ranked by corpus index, as a stable sort would. For per-query diagnosis (which
+    queries does one model miss that another finds: scripts/compare_rankings.py); the metrics themselves stay
+    :func:`evaluate_retrieval`'s."""
+    import torch
+
+    scores = torch.as_tensor(scores)
+    ranks = []
+    for row, docs in zip(scores, relevant):
+        docs = torch.as_tensor(list(docs), dtype=torch.long)
+        better = (row[None, :] > row[docs][:, None]).sum(1)  # strictly higher scores
+        tied_before = ((row[None, :] == row[docs][:, None]) & (torch.arange(len(row))[None, :] < docs[:, None])).sum(1)
+        ranks.append(sorted((better + tied_before).tolist()))
+    return ranks
