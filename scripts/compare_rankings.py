@@ -54,9 +54,9 @@ def main(argv=None):
     parser.add_argument("--depth", type=int, default=100, help="list the queries some model ranks below this")
     args = parser.parse_args(argv)
     queries, corpus, relevant = load_task(args)
-    qids = [q for q in queries if relevant.get(q)]
     cids = list(corpus)
     position = {c: i for i, c in enumerate(cids)}
+    qids = [q for q in queries if any(c in position for c in relevant.get(q, ()))]  # as the evaluator: judged ones
     rel = [[position[c] for c in relevant[q] if c in position] for q in qids]
     ranks = [(m, model_ranks(m, [queries[q] for q in qids], [corpus[c] for c in cids], rel, args.max_length))
              for m in args.models]
