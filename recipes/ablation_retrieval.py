@@ -38,12 +38,12 @@ def baseline_cells(budget: list[str], textmoco_steps: int = 100, batch_size: int
         if name not in ("mnrl", "cached_mnrl", "gist") or not steps.isdigit():
             raise SystemExit(f"error: --baseline_steps {item!r}: expected mnrl|cached_mnrl|gist=STEPS")
         options = ["--baseline", name, "--max_steps", steps]
-        batch = ""
+        setting = ""
         if batch_size:
-            batch, options = f", batch {batch_size}", options + ["--batch_size", str(batch_size)]
+            setting, options = f", batch {batch_size}", options + ["--batch_size", str(batch_size)]
         if lr:
-            batch, options = f"{batch}, lr {lr}", options + ["--lr", lr]
-        cells[f"ST {name}{batch}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = options
+            setting, options = f"{setting}, lr {lr}", options + ["--lr", lr]
+        cells[f"ST {name}{setting}, {steps} steps (= textmoco's {textmoco_steps} in time)"] = options
     return cells
 
 

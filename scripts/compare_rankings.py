@@ -13,25 +13,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-from train_retrieval import DEFAULT_ARTICLES  # noqa: E402
+from train_retrieval import DEFAULT_ARTICLES, evaluation_task  # noqa: E402
 
-from textmoco.evaluation.retrieval import relevant_ranks  # noqa: E402
+from textmoco.data.wiki_vital import read_articles  # noqa: E402
+from textmoco.evaluation.retrieval import as_sentence_transformer, relevant_ranks  # noqa: E402
 
 BUCKETS = {"1 relevant": (1, 1), "2-5 relevant": (2, 5), "6+ relevant": (6, 10 ** 9)}
 
 
-def load_task(args):
-    if args.eval_dir:
-        from textmoco.data.beir import read_beir
-        return read_beir(args.eval_dir, args.split)
-    from textmoco.data.wiki_vital import read_articles, retrieval_splits, retrieval_task
-    articles = read_articles(args.articles)
-    return retrieval_task(articles, retrieval_splits(articles)[args.split])
-
-
 def model_ranks(path: str, queries: list[str], docs: list[str], relevant: list[list[int]], max_length: int):
-    from sentence_transformers import SentenceTransformer
-    model = SentenceTransformer(path, device="cpu")
+    model = as_sentence_transformer(path)
     model.max_seq_length = max_length
     encode = lambda texts: model.encode(texts, batch_size=64, convert_to_tensor=True,  # noqa: E731
                                         normalize_embeddings=True, show_progress_bar=True)
@@ -47,13 +38,14 @@ def summary(ranks: list[list[int]]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="sentence-transformers directories or Hub ids")
-    parser.add_argument("--split", default="dev", help="wiki-vital dev or test, or the qrels split of --eval_dir")
+    parser.add_argument("--eval_split", "--split", dest="eval_split", default="dev",
+                        help="wiki-vital dev or test, or the qrels split of --eval_dir")
     parser.add_argument("--articles", default=str(DEFAULT_ARTICLES), help="wiki-vital articles.jsonl")
     parser.add_argument("--eval_dir", default=None, help="a BEIR-layout directory instead of wiki-vital")
     parser.add_argument("--max_length", type=int, default=256, help="truncation in tokens (the recipes' 256)")
     parser.add_argument("--depth", type=int, default=100, help="list the queries some model ranks below this")
     args = parser.parse_args(argv)
-    queries, corpus, relevant = load_task(args)
+    queries, corpus, relevant = evaluation_task(args, None if args.eval_dir else read_articles(args.articles))
     cids = list(corpus)
     position = {c: i for i, c in enumerate(cids)}
     qids = [q for q in queries if any(c in position for c in relevant.get(q, ()))]  # as the evaluator: judged ones

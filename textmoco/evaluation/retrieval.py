@@ -147,7 +147,7 @@ def relevant_ranks(scores, relevant: Sequence[Sequence[int]]) -> list[list[int]]
     ranks = []
     for row, docs in zip(scores, relevant):
         docs = torch.as_tensor(list(docs), dtype=torch.long)
-        better = (row[None, :] > row[docs][:, None]).sum(1)  # strictly higher scores
-        tied_before = ((row[None, :] == row[docs][:, None]) & (torch.arange(len(row))[None, :] < docs[:, None])).sum(1)
-        ranks.append(sorted((better + tied_before).tolist()))
+        own = row[docs][:, None]
+        tied_before = (row[None, :] == own) & (torch.arange(len(row))[None, :] < docs[:, None])
+        ranks.append(sorted(((row[None, :] > own).sum(1) + tied_before.sum(1)).tolist()))
     return ranks
