@@ -1,7 +1,6 @@
 """Retrieval evaluation glue: the evaluator's metrics on a hand-computed ranking, BM25 through the same metric code,
 a TextEncoder evaluated like its exported model, and the wiki-vital split/task construction."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -84,14 +83,11 @@ def test_relevant_ranks_match_a_sorted_list():
 
 
 def test_compare_rankings_script_reports_each_model_and_the_missed_queries(tmp_path, tiny_bert, capsys):
-    import importlib.util
+    from textrun import import_recipe
 
     from textmoco.data.beir import write_beir
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_rankings.py"
-    spec = importlib.util.spec_from_file_location("compare_rankings", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = import_recipe("compare_rankings", folder="scripts")
     corpus = {f"d{i}": f"document number {i} about topic {i % 3}" for i in range(8)}
     queries = {"q0": "topic 0", "q1": "topic 1", "q2": "number 5"}
     relevant = {"q0": {"d0", "d3", "d6"}, "q1": {"d1"}, "q2": {"d5"}}

@@ -201,3 +201,31 @@ def test_st_baseline_gets_the_explicit_negatives_as_extra_columns(tmp_path, tiny
                      "--output_dir", str(tmp_path / f"run{width}"), "--batch_size", "4", "--max_length", "16",
                      "--progress", "false"])
         assert widths == [width]  # anchor, positive (, negative_1): one training step
+
+
+def test_wiki_vital_as_files_is_the_builtin_task_and_its_negatives_are_train_articles_of_another_description(
+        tmp_path, tiny_bert):
+    script = import_recipe("wiki_vital_files", folder="scripts")
+    source = _articles(tmp_path / "a.jsonl")
+    articles = read_articles(source)
+    splits = retrieval_splits(articles)
+    written = script.main(["--out", str(tmp_path / "out"), "--articles", str(source)])
+    for split in ("dev", "test"):
+        assert read_beir(written[split], split) == retrieval_task(articles, splits[split])
+    builtin = recipe.training_data(recipe.apply_mode_defaults(parse_args(recipe.get_parser(), [])), articles,
+                                   splits["train"], 0)
+    from_file = _data(None, "--train_file", written["pairs"])
+    assert (from_file.anchors, from_file.positives, from_file.ids) == (builtin.anchors, builtin.positives,
+                                                                       builtin.ids)
+
+    mined = script.main(["--out", str(tmp_path / "hn"), "--articles", str(source), "--hard_negatives",
+                         "--model", tiny_bert, "--max_length", "16"])
+    triplets = _data(None, "--train_file", mined["pairs"])
+    assert 0 < len(triplets) <= len(builtin) and triplets.negatives is not None
+    description = {recipe.corpus_text(a): a["description"] for a in articles}
+    train_texts = set(builtin.positives)
+    for i in range(len(triplets)):
+        anchor, positive, (negative,) = triplets[i]
+        assert (anchor, positive) in set(zip(builtin.anchors, builtin.positives))
+        assert negative in train_texts  # never a DEV / TEST article
+        assert description[negative] != anchor  # never an article answering the same description

@@ -86,10 +86,10 @@ class TextCLI:
 _recipe = None
 
 
-def import_recipe(name: str, module_name: str = ""):
-    """recipes/<name>.py as a fresh module object (recipes are scripts, not a package)."""
-    path = REPO / "recipes" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(module_name or f"textmoco_recipe_{name}", path)
+def import_recipe(name: str, module_name: str = "", folder: str = "recipes"):
+    """<folder>/<name>.py (recipes/ or scripts/) as a fresh module object (they are scripts, not a package)."""
+    path = REPO / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(module_name or f"textmoco_{folder.rstrip('s')}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
