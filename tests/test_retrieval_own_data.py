@@ -223,9 +223,9 @@ def test_wiki_vital_as_files_is_the_builtin_task_and_its_negatives_are_train_art
     triplets = _data(None, "--train_file", mined["pairs"])
     assert 0 < len(triplets) <= len(builtin) and triplets.negatives is not None
     description = {recipe.corpus_text(a): a["description"] for a in articles}
-    train_texts = set(builtin.positives)
+    train_texts, train_pairs = set(builtin.positives), set(zip(builtin.anchors, builtin.positives))
     for i in range(len(triplets)):
         anchor, positive, (negative,) = triplets[i]
-        assert (anchor, positive) in set(zip(builtin.anchors, builtin.positives))
+        assert (anchor, positive) in train_pairs
         assert negative in train_texts  # never a DEV / TEST article
         assert description[negative] != anchor  # never an article answering the same description

@@ -130,18 +130,11 @@ def test_start_model_on_the_shared_senteval_files(all_cpu_threads):
 
 
 def test_eval_sts_recipe_reports_the_suite(senteval, tmp_path):
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from textrun import make_tiny_bert
+    from textrun import import_recipe, make_tiny_bert
 
     root, _ = senteval
     model = make_tiny_bert(tmp_path / "tiny")
-    spec = importlib.util.spec_from_file_location("eval_sts_recipe", Path(__file__).resolve().parents[1] /
-                                                  "recipes" / "eval_sts.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = import_recipe("eval_sts")
     results = recipe.main(["--model", model, "--senteval_dir", str(root)])
     assert set(headline(results["suite"])) == {"sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sts_avg"}
     assert results["suite"]["stsb"] == pytest.approx(results["test"]["spearman"])  # the same STS-B test pairs
