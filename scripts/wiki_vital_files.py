@@ -57,14 +57,14 @@ def main(argv=None) -> dict:
                for split in ("dev", "test")}
     options = Namespace(**{**vars(recipe.get_parser().parse_args([])), "mode": "pairs"})
     pairs = recipe.training_data(options, articles, splits["train"], seed=0)
-    ids = {anchor: n for n, anchor in enumerate(dict.fromkeys(pairs.anchors))}
     if args.hard_negatives:
-        rows = [{"anchor": a, "positive": p, "negative": n, "id": ids[a]} for a, p, n in
+        id_of = dict(zip(pairs.anchors, pairs.ids))  # the recipe's ids: one per distinct description
+        rows = [{"anchor": a, "positive": p, "negative": n, "id": id_of[a]} for a, p, n in
                 mined_negatives(pairs.anchors, pairs.positives, args.model or recipe.default_model(),
                                 args.max_length, args.range_max)]
         path = out / "pairs_hard_negatives.jsonl"
     else:
-        rows = [{"anchor": a, "positive": p, "id": ids[a]} for a, p in zip(pairs.anchors, pairs.positives)]
+        rows = [{"anchor": a, "positive": p, "id": i} for a, p, i in zip(pairs.anchors, pairs.positives, pairs.ids)]
         path = out / "pairs.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
